@@ -1,0 +1,189 @@
+"""The command line: a thin shell over :func:`autoseg.pipeline.run`.
+
+Every parameter is a ``--kebab-case`` flag and an ``AUTOSEG_*`` environment variable (the flag
+wins), and may come from ``--params FILE``; :func:`autoseg.config.build_config` merges them.
+Library errors become one-line messages and the documented exit codes (see
+:mod:`autoseg.errors`); no traceback is shown for a user's mistake.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from autoseg import __version__
+from autoseg.config import PARAMETERS_BY_NAME, RunConfig, build_config
+from autoseg.errors import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    AutosegError,
+    Interrupted,
+)
+from autoseg.logs import configure_logging
+
+log = logging.getLogger("autoseg.cli")
+
+app = typer.Typer(
+    name="autoseg",
+    help=(
+        "Segment any table with k-means, pick k by mean silhouette, and write the labelled "
+        "table, a run summary and a saved model. Exit codes: 0 ok, 1 internal error, "
+        "2 usage, 3 input data, 4 external service, 130 interrupted."
+    ),
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
+)
+
+
+def _default_text(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, tuple):
+        return ",".join(value) or "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _opt(name: str, negative: str | None = None) -> Any:
+    """A typer option for parameter ``name``: flag, env var and help from the parameter table."""
+    param = PARAMETERS_BY_NAME[name]
+    decl = param.flag
+    if param.kind == "bool":
+        decl = f"{param.flag}/{negative or '--no-' + param.flag[2:]}"
+    return typer.Option(
+        None, decl, envvar=param.envvar, show_default=False, show_envvar=True,
+        help=f"{param.help} [default: {_default_text(param.default)}]",
+    )
+
+
+@app.command("run")
+def run_command(
+    input_table: str = _opt("input_table"),
+    output_table: str = _opt("output_table"),
+    model_name: str = _opt("model_name"),
+    force_refit: bool = _opt("force_refit"),
+    output_mode: str = _opt("output_mode"),
+    min_clusters: int = _opt("min_clusters"),
+    max_clusters: int = _opt("max_clusters"),
+    num_clusters: int = _opt("num_clusters"),
+    ignore_columns: str = _opt("ignore_columns"),
+    dimension_reduction_threshold: int = _opt("dimension_reduction_threshold"),
+    export_feature_importance: str = _opt("export_feature_importance"),
+    export_shap_values: str = _opt("export_shap_values"),
+    hide_table_contents: bool = _opt("hide_table_contents", "--show-table-contents"),
+    audience_name: str = _opt("audience_name"),
+    foreign_key: str = _opt("foreign_key"),
+    rowid_column: str = _opt("rowid_column"),
+    store: str = _opt("store"),
+    output_dir: str = _opt("output_dir"),
+    model_dir: str = _opt("model_dir"),
+    seed: int = _opt("seed"),
+    device: str = _opt("device"),
+    kmeans_restarts: int = _opt("kmeans_restarts"),
+    silhouette_exact_max_rows: int = _opt("silhouette_exact_max_rows"),
+    silhouette_sample_size: int = _opt("silhouette_sample_size"),
+    log_format: str = _opt("log_format"),
+    params: Path = typer.Option(
+        None, "--params", envvar="AUTOSEG_PARAMS", show_envvar=True, show_default=False,
+        help="YAML or JSON file of parameters (keys as the option names with underscores); "
+        "flags and environment variables take precedence. [default: none]",
+    ),
+) -> None:
+    """Segment a table: read, prepare, choose k, assign, write outputs."""
+    given = {k: v for k, v in locals().items() if k != "params"}
+    config = build_config(given, params)
+    _execute(config)
+
+
+@app.command("demo")
+def demo_command(
+    store: str = typer.Option(
+        "duckdb:autoseg.duckdb", "--store", envvar="AUTOSEG_STORE", show_envvar=True,
+        help="DuckDB file the sample table is written to.",
+    ),
+    output_dir: str = typer.Option("autoseg-output", "--output-dir", envvar="AUTOSEG_OUTPUT_DIR",
+                                   show_envvar=True, help="Directory for the run summary."),
+    model_dir: str = typer.Option("autoseg-models", "--model-dir", envvar="AUTOSEG_MODEL_DIR",
+                                  show_envvar=True, help="Directory for saved models."),
+    rows: int = typer.Option(5000, "--rows", min=20, help="Rows of the sample table."),
+    seed: int = typer.Option(0, "--seed", min=0, help="Random seed."),
+    log_format: str = typer.Option("text", "--log-format", help="`text` or `json` log lines."),
+) -> None:
+    """Create a sample customer table in the embedded DuckDB and segment it end to end."""
+    from autoseg.config import parse_table_name
+    from autoseg.demo import DEMO_MODEL, DEMO_OUTPUT_TABLE, DEMO_TABLE, make_customers
+    from autoseg.io import TableWrite, open_store
+
+    config = build_config(
+        {
+            "input_table": DEMO_TABLE, "output_table": DEMO_OUTPUT_TABLE,
+            "model_name": DEMO_MODEL, "store": store, "output_dir": output_dir,
+            "model_dir": model_dir, "seed": seed, "log_format": log_format,
+            "ignore_columns": "time",
+        }
+    )
+    configure_logging(config.log_format)
+    frame, _ = make_customers(rows, seed=seed + 7)
+    sample_store = open_store(config.store)
+    try:
+        sample_store.write_tables(
+            [TableWrite(parse_table_name(DEMO_TABLE, "demo"), frame, "overwrite")]
+        )
+    finally:
+        sample_store.close()
+    typer.echo(f"sample table {DEMO_TABLE} ({rows} rows) written to {config.store}")
+    _execute(config)
+
+
+@app.command("version")
+def version_command() -> None:
+    """Print the version."""
+    typer.echo(__version__)
+
+
+def _execute(config: RunConfig) -> None:
+    from autoseg.pipeline import run
+    from autoseg.summary_console import print_run_summary
+
+    configure_logging(config.log_format)
+    result = run(config)
+    print_run_summary(result)
+
+
+def _raise_interrupted(signum: int, _frame: Any) -> None:
+    raise Interrupted(f"stopped by signal {signal.Signals(signum).name}; nothing was written")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the app and turn errors into exit codes."""
+    signal.signal(signal.SIGTERM, _raise_interrupted)
+    try:
+        app(args=argv, standalone_mode=False, prog_name="autoseg")
+    except AutosegError as exc:
+        print(f"autoseg: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.TyperException as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # help was printed
+            sys.exit(0)
+        print(f"autoseg: error: {exc.format_message()} (see autoseg --help)", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+    except (KeyboardInterrupt, typer.Abort):
+        print("autoseg: error: interrupted; nothing was written", file=sys.stderr)
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception:
+        log.exception("internal error")
+        print("autoseg: error: internal error (a bug); please report it with the log above",
+              file=sys.stderr)
+        sys.exit(EXIT_INTERNAL)

@@ -1,0 +1,379 @@
+"""The run configuration: every parameter's rules written as data and checked in one place.
+
+A :class:`RunConfig` is built once at the CLI edge by :func:`build_config` from the values given
+as flags or environment variables (already merged by the CLI: flag wins over environment), the
+params file, and the defaults, in that order of precedence. The library never reads ``sys.argv``
+or the environment itself.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from autoseg.errors import UsageError
+
+OUTPUT_MODES = {"overwrite": "overwrite", "replace": "overwrite", "append": "append"}
+DEVICES = ("auto", "cpu", "gpu")
+LOG_FORMATS = ("text", "json")
+ENV_PREFIX = "AUTOSEG_"
+FILE_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv", ".csv.gz", ".tsv.gz")
+
+# A table name is `[dbname.]table_name`; both parts follow Treasure Data's rules (lower case
+# letters, digits and underscores, 3-255 characters for TD; we accept 1+ and mixed case for
+# local stores), so a name can never smuggle SQL into a statement.
+_NAME_PART = r"[A-Za-z_][A-Za-z0-9_]{0,254}"
+TABLE_NAME_RE = re.compile(rf"^(?:(?P<db>{_NAME_PART})\.)?(?P<table>{_NAME_PART})$")
+MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One run parameter: its name, type, default, help and validity rule."""
+
+    name: str
+    kind: str  # "str", "int", "bool", "list", "choice", "path"
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: int | None = None
+
+    @property
+    def flag(self) -> str:
+        """The command-line flag, e.g. ``--input-table``."""
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def envvar(self) -> str:
+        """The environment variable, e.g. ``AUTOSEG_INPUT_TABLE``."""
+        return ENV_PREFIX + self.name.upper()
+
+
+PARAMETERS: tuple[Parameter, ...] = (
+    Parameter("input_table", "str", None,
+              "Table to cluster: `dbname.table_name` in --store, or a .parquet/.csv path."),
+    Parameter("output_table", "str", None,
+              "Where to write the input rows plus `cluster_id` (`dbname.table_name`); "
+              "none writes no table."),
+    Parameter("model_name", "str", None,
+              "Name under which the fitted model is saved in --model-dir (and reused)."),
+    Parameter("force_refit", "bool", True,
+              "Always fit; --no-force-refit reuses the saved model of --model-name and only "
+              "assigns clusters."),
+    Parameter("output_mode", "choice", "overwrite",
+              "`overwrite` (alias `replace`) or `append`, for every table written.",
+              choices=tuple(OUTPUT_MODES)),
+    Parameter("min_clusters", "int", 2, "Smallest k tried.", minimum=2),
+    Parameter("max_clusters", "int", 9, "Largest k tried.", minimum=2),
+    Parameter("num_clusters", "int", None, "Fixed k; skips the search.", minimum=2),
+    Parameter("ignore_columns", "list", ("time",),
+              "Comma-separated columns left out of clustering (still copied to the output)."),
+    Parameter("dimension_reduction_threshold", "int", 50,
+              "Project the prepared features to this many PCA components when there are more.",
+              minimum=1),
+    Parameter("export_feature_importance", "str", None,
+              "`[dbname.]table_name` for the feature-importance table."),
+    Parameter("export_shap_values", "str", None,
+              "`[dbname.]table_name` for the per-cluster SHAP table."),
+    Parameter("hide_table_contents", "bool", False,
+              "Never print or render row-level values of the input, only aggregates."),
+    Parameter("audience_name", "str", None, "Master (parent) segment to attach the result to."),
+    Parameter("foreign_key", "str", None,
+              "Key column of the master segment that joins to --rowid-column."),
+    Parameter("rowid_column", "str", None,
+              "Primary key column of the input table; join key of the attribute table."),
+    Parameter("store", "str", "duckdb:autoseg.duckdb",
+              "Where `dbname.table_name` names live: `duckdb:PATH`."),
+    Parameter("output_dir", "path", "autoseg-output",
+              "Directory for the run summary and report."),
+    Parameter("model_dir", "path", "autoseg-models", "Directory for saved models."),
+    Parameter("seed", "int", 0, "Random seed for sampling and k-means.", minimum=0),
+    Parameter("device", "choice", "auto",
+              "`auto` (GPU when usable, else CPU), `cpu` or `gpu`.", choices=DEVICES),
+    Parameter("kmeans_restarts", "int", 10,
+              "k-means++ restarts per k; the best (lowest inertia) is kept.", minimum=1),
+    Parameter("silhouette_exact_max_rows", "int", 50_000,
+              "Compute the silhouette exactly up to this many rows; beyond, estimate it.",
+              minimum=2),
+    Parameter("silhouette_sample_size", "int", 20_000,
+              "Rows whose silhouette is computed (against all rows) when estimating it.",
+              minimum=100),
+    Parameter("log_format", "choice", "text", "`text` or `json` log lines.", choices=LOG_FORMATS),
+)
+PARAMETERS_BY_NAME: dict[str, Parameter] = {p.name: p for p in PARAMETERS}
+
+
+@dataclass(frozen=True)
+class TableName:
+    """A parsed ``[dbname.]table_name``."""
+
+    database: str | None
+    table: str
+
+    def __str__(self) -> str:
+        return f"{self.database}.{self.table}" if self.database else self.table
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every setting of one run, validated. Build it with :func:`build_config`."""
+
+    input_table: str
+    output_table: str | None = None
+    model_name: str | None = None
+    force_refit: bool = True
+    output_mode: str = "overwrite"
+    min_clusters: int = 2
+    max_clusters: int = 9
+    num_clusters: int | None = None
+    ignore_columns: tuple[str, ...] = ("time",)
+    dimension_reduction_threshold: int = 50
+    export_feature_importance: str | None = None
+    export_shap_values: str | None = None
+    hide_table_contents: bool = False
+    audience_name: str | None = None
+    foreign_key: str | None = None
+    rowid_column: str | None = None
+    store: str = "duckdb:autoseg.duckdb"
+    output_dir: Path = field(default_factory=lambda: Path("autoseg-output"))
+    model_dir: Path = field(default_factory=lambda: Path("autoseg-models"))
+    seed: int = 0
+    device: str = "auto"
+    kmeans_restarts: int = 10
+    silhouette_exact_max_rows: int = 50_000
+    silhouette_sample_size: int = 20_000
+    log_format: str = "text"
+
+    @property
+    def input_is_file(self) -> bool:
+        """Whether ``input_table`` names a Parquet or CSV file rather than a table."""
+        return is_file_input(self.input_table)
+
+    @property
+    def audience_enabled(self) -> bool:
+        """Whether audience integration runs (all three of its parameters are given)."""
+        return bool(self.audience_name and self.foreign_key and self.rowid_column)
+
+    def public_dict(self) -> dict[str, Any]:
+        """Parameters as plain JSON-able values (no secrets live in the config)."""
+        data = asdict(self)
+        data["output_dir"] = str(self.output_dir)
+        data["model_dir"] = str(self.model_dir)
+        data["ignore_columns"] = list(self.ignore_columns)
+        return data
+
+
+def is_file_input(value: str) -> bool:
+    """Whether an ``input_table`` value is a file path (``.parquet``, ``.csv``, ``.tsv``)."""
+    lowered = value.lower()
+    return lowered.endswith(FILE_SUFFIXES)
+
+
+def parse_table_name(value: str, option: str, default_database: str | None = None) -> TableName:
+    """Parse and validate ``[dbname.]table_name``.
+
+    Raises
+    ------
+    UsageError
+        When the name has characters outside letters, digits and underscores.
+    """
+    match = TABLE_NAME_RE.match(value.strip())
+    if not match:
+        raise UsageError(
+            f"{option}={value!r} is not a valid table name: use `dbname.table_name` with letters,"
+            " digits and underscores only"
+        )
+    return TableName(match.group("db") or default_database, match.group("table"))
+
+
+def load_params_file(path: Path) -> dict[str, Any]:
+    """Read a YAML or JSON params file whose keys are parameter names.
+
+    Raises
+    ------
+    UsageError
+        When the file is missing, unreadable, not a mapping, or has unknown keys.
+    """
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"--params: file {str(path)!r} does not exist") from None
+    except OSError as exc:
+        raise UsageError(f"--params: cannot read {str(path)!r}: {exc.strerror}") from None
+    try:
+        if str(path).lower().endswith(".json"):
+            data = json.loads(text)
+        else:
+            data = yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}"
+        elif isinstance(exc, json.JSONDecodeError):
+            where = f" at line {exc.lineno}"
+        raise UsageError(
+            f"--params: {str(path)!r} is not valid YAML/JSON{where}: fix the syntax"
+        ) from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(
+            f"--params: {str(path)!r} must hold a mapping of parameter names to values"
+        )
+    normalized = {str(k).replace("-", "_").lower(): v for k, v in data.items()}
+    unknown = sorted(set(normalized) - set(PARAMETERS_BY_NAME))
+    if unknown:
+        raise UsageError(
+            f"--params: unknown parameter {unknown[0]!r} in {str(path)!r}; known: "
+            + ", ".join(p.name for p in PARAMETERS)
+        )
+    return normalized
+
+
+def _coerce(param: Parameter, value: Any, source: str) -> Any:
+    """Convert a raw value to the parameter's type, naming ``source`` in errors."""
+    if value is None:
+        return None
+    where = f"{source} {param.name}" if source == "params file" else param.flag
+
+    def fail(expected: str) -> UsageError:
+        return UsageError(f"{where}={value!r} is not {expected}")
+
+    converters: dict[str, Callable[[Any], Any]] = {}
+
+    def to_int(v: Any) -> int:
+        if isinstance(v, bool):
+            raise fail("an integer")
+        if isinstance(v, int):
+            return v
+        if isinstance(v, float) and v.is_integer():
+            return int(v)
+        try:
+            return int(str(v).strip())
+        except ValueError:
+            raise fail("an integer") from None
+
+    def to_bool(v: Any) -> bool:
+        if isinstance(v, bool):
+            return v
+        text = str(v).strip().lower()
+        if text in ("true", "1", "yes", "on"):
+            return True
+        if text in ("false", "0", "no", "off"):
+            return False
+        raise fail("a boolean (true/false)")
+
+    def to_list(v: Any) -> tuple[str, ...]:
+        if isinstance(v, list | tuple):
+            items = [str(x) for x in v]
+        else:
+            items = str(v).split(",")
+        return tuple(i.strip() for i in items if i.strip())
+
+    def to_choice(v: Any) -> str:
+        text = str(v).strip().lower()
+        if text not in param.choices:
+            raise UsageError(
+                f"{where}={value!r} is not one of: {', '.join(param.choices)}"
+            )
+        return text
+
+    def to_str(v: Any) -> str:
+        if isinstance(v, dict | list):
+            raise fail("a string")
+        return str(v).strip()
+
+    converters.update(
+        int=to_int, bool=to_bool, list=to_list, choice=to_choice, str=to_str,
+        path=lambda v: Path(str(v)),
+    )
+    converted = converters[param.kind](value)
+    if param.minimum is not None and converted < param.minimum:
+        raise UsageError(f"{where}={converted} must be >= {param.minimum}")
+    return converted
+
+
+def build_config(given: Mapping[str, Any], params_file: Path | None = None) -> RunConfig:
+    """Merge flag/environment values, the params file and defaults into a checked config.
+
+    Parameters
+    ----------
+    given
+        Values from flags or environment variables, keyed by parameter name; ``None`` means
+        "not given". Flags already took precedence over the environment.
+    params_file
+        Optional YAML/JSON file of parameter values (lower precedence than ``given``).
+
+    Returns
+    -------
+    RunConfig
+        The validated configuration.
+
+    Raises
+    ------
+    UsageError
+        For any invalid, missing or inconsistent parameter.
+    """
+    from_file = load_params_file(params_file) if params_file else {}
+    values: dict[str, Any] = {}
+    for param in PARAMETERS:
+        raw = given.get(param.name)
+        if raw is not None:
+            values[param.name] = _coerce(param, raw, "flag")
+        elif from_file.get(param.name) is not None:
+            values[param.name] = _coerce(param, from_file[param.name], "params file")
+        else:
+            values[param.name] = param.default
+    for name in ("output_dir", "model_dir"):
+        values[name] = Path(values[name])
+    values["output_mode"] = OUTPUT_MODES[values["output_mode"]]
+    values["ignore_columns"] = tuple(values["ignore_columns"])
+    _check_consistency(values)
+    return RunConfig(**values)
+
+
+def _check_consistency(values: dict[str, Any]) -> None:
+    """Rules that involve more than one parameter, checked before any work starts."""
+    if not values.get("input_table"):
+        raise UsageError(
+            "--input-table is required: give `dbname.table_name` or a .parquet/.csv path "
+            "(or set AUTOSEG_INPUT_TABLE)"
+        )
+    if values["min_clusters"] > values["max_clusters"]:
+        raise UsageError(
+            f"--min-clusters={values['min_clusters']} must be <= "
+            f"--max-clusters={values['max_clusters']}"
+        )
+    if not is_file_input(values["input_table"]):
+        parse_table_name(values["input_table"], "--input-table")
+    if values["output_table"]:
+        parse_table_name(values["output_table"], "--output-table")
+    for name in ("export_feature_importance", "export_shap_values"):
+        if values[name]:
+            parse_table_name(values[name], PARAMETERS_BY_NAME[name].flag)
+    if values["model_name"] and not MODEL_NAME_RE.match(values["model_name"]):
+        raise UsageError(
+            f"--model-name={values['model_name']!r} must use letters, digits, '_', '-' and '.'"
+            " only (it names a folder)"
+        )
+    if not values["force_refit"] and not values["model_name"]:
+        raise UsageError("--no-force-refit needs --model-name: the saved model to reuse")
+    audience = ("audience_name", "foreign_key", "rowid_column")
+    given = [n for n in audience if values[n]]
+    if given and len(given) < 3:
+        missing = [PARAMETERS_BY_NAME[n].flag for n in audience if not values[n]]
+        raise UsageError(
+            "audience integration needs all of --audience-name, --foreign-key and "
+            f"--rowid-column: also give {', '.join(missing)}"
+        )
+    if not values["store"].startswith("duckdb:"):
+        raise UsageError(
+            f"--store={values['store']!r} is not supported: use `duckdb:PATH`"
+        )

@@ -1,0 +1,383 @@
+"""Prepare features: decide which columns can help, and turn them into a numeric matrix.
+
+Rules (each decision is logged and recorded with its reason):
+
+* ``ignore_columns`` and columns with at most one distinct non-missing value are left out;
+  so are integer row ids, near-unique strings, free text and unsupported types.
+* Numbers: ``inf`` becomes missing, missing values are imputed with the median, strongly
+  right-skewed columns are log-transformed (``sign(x) * log1p(|x|)``), then each column is
+  centred on its median and scaled by ``IQR / 1.349`` (the standard deviation for normal data,
+  but not inflated by outliers), and clipped to +-``CLIP`` so a handful of extreme rows cannot
+  take a cluster of their own.
+* Two-valued columns (booleans, 0/1 flags) and categories are weighted so that two rows that
+  differ in the column are ``sqrt(2)`` apart: the same as the expected distance between two rows
+  of a unit-variance numeric column, so one category never outweighs a numeric column. This
+  avoids the trap of standardising one-hot columns, which puts the rows of a rare category
+  17-21 standard deviations away where silhouette rewards isolating them.
+* Categories keep their levels holding at least ``MIN_LEVEL_SHARE`` of rows (at most
+  ``MAX_LEVELS``); the rest are folded into ``other``; missing values become their own level.
+* Dates become days since 1970-01-01 and are then treated as numbers.
+
+The fitted :class:`FeatureSpec` is plain data (JSON) and re-applies to new rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from autoseg.errors import InputDataError
+
+log = logging.getLogger(__name__)
+
+CLIP = 4.0
+SKEW_THRESHOLD = 1.0
+MIN_LEVEL_SHARE = 0.01
+MAX_LEVELS = 20
+MIN_COVERAGE = 0.5  # a category whose kept levels cover less than this is left out
+NEAR_UNIQUE_RATIO = 0.5
+FREE_TEXT_MEAN_LENGTH = 30
+FIT_SAMPLE_ROWS = 200_000
+OTHER_LEVEL = "other"
+MISSING_LEVEL = "missing"
+# Two rows that differ in a binary or categorical column are sqrt(2) apart in the prepared space.
+CATEGORY_DISTANCE = math.sqrt(2.0)
+_ONE_HOT_VALUE = CATEGORY_DISTANCE / math.sqrt(2.0)  # each of the two differing one-hot columns
+_ID_NAME = re.compile(r"(^|[_\s-])(id|key|uuid|guid|no|number)$|id$", re.IGNORECASE)
+_EPOCH = pd.Timestamp("1970-01-01")
+
+
+@dataclass
+class NumericFeature:
+    """A numeric, date or two-valued column and how it is scaled."""
+
+    column: str
+    kind: str  # "numeric", "date" or "binary"
+    fill: float  # imputation value in readable units (median, or the mode for binary)
+    log: bool = False
+    center: float = 0.0
+    scale: float = 1.0
+    low: float = 0.0  # binary: the two values
+    high: float = 1.0
+
+
+@dataclass
+class CategoricalFeature:
+    """A categorical column: the levels kept; everything else is ``other``."""
+
+    column: str
+    levels: list[str]  # includes OTHER_LEVEL / MISSING_LEVEL when they occur
+
+
+@dataclass
+class DroppedColumn:
+    """A column left out of clustering and why."""
+
+    column: str
+    reason: str
+
+
+@dataclass
+class FeatureSpec:
+    """The fitted feature preparation; plain data that can be saved as JSON."""
+
+    numeric: list[NumericFeature] = field(default_factory=list)
+    categorical: list[CategoricalFeature] = field(default_factory=list)
+    dropped: list[DroppedColumn] = field(default_factory=list)
+    input_dtypes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def used_columns(self) -> list[str]:
+        """Input columns that feed the clustering, in matrix order."""
+        return [f.column for f in self.numeric] + [f.column for f in self.categorical]
+
+    @property
+    def matrix_columns(self) -> list[str]:
+        """Names of the prepared matrix's columns (``column=level`` for categories)."""
+        names = [f.column for f in self.numeric]
+        for cat in self.categorical:
+            names.extend(f"{cat.column}={level}" for level in cat.levels)
+        return names
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able representation."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FeatureSpec:
+        """Rebuild a spec saved with :meth:`to_dict`."""
+        return cls(
+            numeric=[NumericFeature(**d) for d in data["numeric"]],
+            categorical=[CategoricalFeature(**d) for d in data["categorical"]],
+            dropped=[DroppedColumn(**d) for d in data["dropped"]],
+            input_dtypes=dict(data.get("input_dtypes", {})),
+        )
+
+    def check_columns(self, frame: pd.DataFrame) -> None:
+        """Raise when ``frame`` lacks a column the spec needs."""
+        missing = [c for c in self.used_columns if c not in frame.columns]
+        if missing:
+            raise InputDataError(
+                f"column {missing[0]!r} used by the saved model is missing from the input "
+                f"({len(missing)} missing in all): use a table with the model's columns or refit "
+                "with --force-refit"
+            )
+
+    def readable(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Human-readable features: original units, NaN kept, categories folded.
+
+        Dates are days since 1970-01-01, two-valued columns 0/1 (``high`` is 1).
+        """
+        self.check_columns(frame)
+        out: dict[str, pd.Series] = {}
+        for feat in self.numeric:
+            values = _numeric_values(frame[feat.column], feat.kind, feat.column)
+            if feat.kind == "binary":
+                values = pd.Series(
+                    np.where(np.isnan(values), np.nan, values == feat.high), dtype="float64"
+                ).to_numpy()
+            out[feat.column] = pd.Series(values, index=frame.index, dtype="float64")
+        for cat in self.categorical:
+            out[cat.column] = _fold_levels(frame[cat.column], cat.levels)
+        return pd.DataFrame(out, index=frame.index)
+
+    def transform(self, frame: pd.DataFrame) -> tuple[np.ndarray, dict[str, int]]:
+        """Prepared float32 matrix for k-means, and counts of values imputed per column."""
+        self.check_columns(frame)
+        n = len(frame)
+        width = len(self.matrix_columns)
+        matrix = np.zeros((n, width), dtype=np.float32)
+        imputed: dict[str, int] = {}
+        col = 0
+        for feat in self.numeric:
+            values = _numeric_values(frame[feat.column], feat.kind, feat.column)
+            missing = np.isnan(values)
+            if missing.any():
+                imputed[feat.column] = int(missing.sum())
+                values = np.where(missing, feat.fill, values)
+            if feat.kind == "binary":
+                matrix[:, col] = (values == feat.high) * CATEGORY_DISTANCE
+            else:
+                if feat.log:
+                    values = np.sign(values) * np.log1p(np.abs(values))
+                scaled = (values - feat.center) / feat.scale
+                matrix[:, col] = np.clip(scaled, -CLIP, CLIP)
+            col += 1
+        for cat in self.categorical:
+            folded = _fold_levels(frame[cat.column], cat.levels)
+            codes = folded.cat.codes.to_numpy()
+            present = codes >= 0
+            rows = np.nonzero(present)[0]
+            matrix[rows, col + codes[present]] = _ONE_HOT_VALUE
+            missing_count = int(frame[cat.column].isna().sum())
+            if missing_count:
+                imputed[cat.column] = missing_count
+            col += len(cat.levels)
+        return matrix, imputed
+
+
+def _numeric_values(series: pd.Series, kind: str, column: str) -> np.ndarray:
+    """Float64 values of a numeric/date/boolean column; ``inf`` and missing become NaN."""
+    if kind == "date" or pd.api.types.is_datetime64_any_dtype(series.dtype):
+        if not pd.api.types.is_datetime64_any_dtype(series.dtype):
+            series = pd.to_datetime(series, errors="coerce")
+        if getattr(series.dt, "tz", None) is not None:
+            series = series.dt.tz_convert("UTC").dt.tz_localize(None)
+        days = (series - _EPOCH) / pd.Timedelta(days=1)
+        return days.to_numpy(dtype="float64", na_value=np.nan)
+    if pd.api.types.is_timedelta64_dtype(series.dtype):
+        return (series / pd.Timedelta(seconds=1)).to_numpy(dtype="float64", na_value=np.nan)
+    if pd.api.types.is_bool_dtype(series.dtype):
+        return series.astype("float64").to_numpy(dtype="float64", na_value=np.nan)
+    numbers = pd.to_numeric(series, errors="coerce")
+    bad = numbers.isna() & series.notna()
+    if bad.any() and bad.mean() > 0.5:
+        raise InputDataError(
+            f"column {column!r} holds text where the model expects numbers: fix the column or "
+            "refit with --force-refit"
+        )
+    values = numbers.to_numpy(dtype="float64", na_value=np.nan, copy=True)
+    values[~np.isfinite(values)] = np.nan
+    return values
+
+
+def _fold_levels(series: pd.Series, levels: list[str]) -> pd.Series:
+    """Map values to the kept levels; others to ``other``, missing to ``missing``."""
+    text = series.astype("string")
+    folded = text.where(text.isin(levels), OTHER_LEVEL if OTHER_LEVEL in levels else pd.NA)
+    folded = folded.mask(text.isna(), MISSING_LEVEL if MISSING_LEVEL in levels else pd.NA)
+    return pd.Series(pd.Categorical(folded, categories=levels), index=series.index)
+
+
+def fit_features(
+    frame: pd.DataFrame, ignore_columns: tuple[str, ...] = ("time",), seed: int = 0
+) -> FeatureSpec:
+    """Decide the role of every column and fit the scaling.
+
+    Parameters
+    ----------
+    frame
+        The input table.
+    ignore_columns
+        Columns left out of clustering (they are still copied to the output).
+    seed
+        Seed of the row sample used to fit the scaling of large tables.
+
+    Returns
+    -------
+    FeatureSpec
+        The fitted spec.
+
+    Raises
+    ------
+    InputDataError
+        When no column is left to cluster on.
+    """
+    spec = FeatureSpec(input_dtypes={str(c): str(frame[c].dtype) for c in frame.columns})
+    sample = frame
+    if len(frame) > FIT_SAMPLE_ROWS:
+        sample = frame.sample(FIT_SAMPLE_ROWS, random_state=seed)
+    ignored = set(ignore_columns)
+    for name in frame.columns:
+        column = str(name)
+        if column in ignored:
+            spec.dropped.append(DroppedColumn(column, "in ignore_columns"))
+            continue
+        decision = _fit_column(column, frame[name], sample[name])
+        if isinstance(decision, DroppedColumn):
+            spec.dropped.append(decision)
+        elif isinstance(decision, NumericFeature):
+            spec.numeric.append(decision)
+        else:
+            spec.categorical.append(decision)
+    for dropped in spec.dropped:
+        log.info("column %r left out: %s", dropped.column, dropped.reason)
+    if not spec.used_columns:
+        reasons = "; ".join(f"{d.column}: {d.reason}" for d in spec.dropped[:5])
+        raise InputDataError(
+            "no column is left to cluster on (" + reasons + "): give a table with varying "
+            "numeric or categorical columns, or shorten --ignore-columns"
+        )
+    return spec
+
+
+def _fit_column(
+    column: str, full: pd.Series, sample: pd.Series
+) -> NumericFeature | CategoricalFeature | DroppedColumn:
+    dtype = full.dtype
+    non_null = sample.dropna()
+    if non_null.empty:
+        return DroppedColumn(column, "all values missing")
+    if pd.api.types.is_bool_dtype(dtype):
+        return _fit_binary(column, non_null.astype("float64"), kind="binary")
+    if (
+        pd.api.types.is_numeric_dtype(dtype)
+        or pd.api.types.is_datetime64_any_dtype(dtype)
+        or pd.api.types.is_timedelta64_dtype(dtype)
+    ):
+        is_date = pd.api.types.is_datetime64_any_dtype(dtype)
+        values = _numeric_values(sample, "date" if is_date else "numeric", column)
+        finite = values[~np.isnan(values)]
+        if finite.size == 0:
+            return DroppedColumn(column, "no finite values")
+        distinct = np.unique(finite)
+        if distinct.size <= 1:
+            return DroppedColumn(column, "single value")
+        if pd.api.types.is_integer_dtype(dtype) and _looks_like_row_id(column, full):
+            return DroppedColumn(column, "row id (unique integer per row)")
+        if distinct.size == 2 and not is_date:
+            return _fit_binary(column, pd.Series(finite), kind="binary")
+        return _fit_numeric(column, finite, kind="date" if is_date else "numeric")
+    if (
+        pd.api.types.is_string_dtype(dtype)
+        or isinstance(dtype, pd.CategoricalDtype)
+        or dtype == object
+    ):
+        return _fit_categorical(column, sample, non_null)
+    return DroppedColumn(column, f"unsupported type {dtype}")
+
+
+def _looks_like_row_id(column: str, full: pd.Series) -> bool:
+    """An integer column unique per row that is named like an id or counts 1, 2, 3..."""
+    if full.isna().any() or not full.is_unique or len(full) < 3:
+        return False
+    if _ID_NAME.search(column):
+        return True
+    ordered = np.sort(full.to_numpy())
+    steps = np.diff(ordered)
+    return bool(steps.size and (steps == steps[0]).all())
+
+
+def _fit_binary(column: str, values: pd.Series, kind: str) -> NumericFeature:
+    distinct = np.unique(values.to_numpy(dtype="float64"))
+    low, high = float(distinct.min()), float(distinct.max())
+    if low == high:
+        return DroppedColumn(column, "single value")  # type: ignore[return-value]
+    mode = float(values.mode().iloc[0])
+    return NumericFeature(column, kind, fill=mode, low=low, high=high)
+
+
+def _fit_numeric(column: str, finite: np.ndarray, kind: str) -> NumericFeature | DroppedColumn:
+    fill = float(np.median(finite))
+    use_log = kind == "numeric" and _skewness(finite) > SKEW_THRESHOLD
+    values = np.sign(finite) * np.log1p(np.abs(finite)) if use_log else finite
+    center = float(np.median(values))
+    q25, q75 = np.percentile(values, [25, 75])
+    scale = float((q75 - q25) / 1.349)
+    if scale <= 0:
+        # More than half the rows share one value (e.g. zero-inflated counts): fall back to
+        # the standard deviation; clipping keeps the rare other values from dominating.
+        scale = float(values.std())
+    if not np.isfinite(scale) or scale <= 0:
+        return DroppedColumn(column, "single value")
+    return NumericFeature(column, kind, fill=fill, log=use_log, center=center, scale=scale)
+
+
+def _skewness(values: np.ndarray) -> float:
+    std = values.std()
+    if std == 0:
+        return 0.0
+    return float(np.mean(((values - values.mean()) / std) ** 3))
+
+
+def _fit_categorical(
+    column: str, sample: pd.Series, non_null: pd.Series
+) -> CategoricalFeature | DroppedColumn:
+    try:
+        text = non_null.astype("string")
+    except (TypeError, ValueError):
+        return DroppedColumn(column, f"unsupported type {sample.dtype}")
+    counts = text.value_counts()
+    n_rows = len(sample)
+    if len(counts) <= 1:
+        if sample.isna().any() and len(counts) == 1:
+            # one value or missing: presence itself may matter
+            return CategoricalFeature(column, [str(counts.index[0]), MISSING_LEVEL])
+        return DroppedColumn(column, "single value")
+    if len(counts) > 50 and len(counts) / len(non_null) > NEAR_UNIQUE_RATIO:
+        if text.str.len().mean() > FREE_TEXT_MEAN_LENGTH and text.str.contains(" ").mean() > 0.5:
+            return DroppedColumn(column, "free text")
+        return DroppedColumn(column, "near-unique text (looks like an identifier)")
+    shares = counts / n_rows
+    kept = [str(v) for v in shares[shares >= MIN_LEVEL_SHARE].index[:MAX_LEVELS]]
+    coverage = float(shares.loc[kept].sum()) if kept else 0.0
+    if coverage < MIN_COVERAGE:
+        return DroppedColumn(
+            column,
+            f"too many distinct values ({len(counts)}): common levels cover only "
+            f"{coverage:.0%} of rows",
+        )
+    levels = list(kept)
+    if len(kept) < len(counts):
+        levels.append(OTHER_LEVEL)
+    if sample.isna().any():
+        levels.append(MISSING_LEVEL)
+    if len(levels) < 2:
+        return DroppedColumn(column, "single value")
+    return CategoricalFeature(column, levels)

@@ -1,0 +1,51 @@
+"""The small protocol every table store follows."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import pandas as pd
+
+from autoseg.config import TableName
+from autoseg.errors import UsageError
+
+
+@dataclass(frozen=True)
+class TableWrite:
+    """One table to write: its name, rows, and ``overwrite`` or ``append``."""
+
+    name: TableName
+    frame: pd.DataFrame
+    mode: str
+
+
+class TableStore(Protocol):
+    """Where ``dbname.table_name`` tables live."""
+
+    description: str
+
+    def read_table(self, name: TableName) -> pd.DataFrame:
+        """Read a whole table; raise InputDataError when it does not exist."""
+        ...
+
+    def table_columns(self, name: TableName) -> list[str] | None:
+        """Column names of a table, or ``None`` when it does not exist."""
+        ...
+
+    def write_tables(self, writes: list[TableWrite]) -> None:
+        """Write every table, all or nothing: on failure every table is as it was."""
+        ...
+
+    def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def open_store(spec: str) -> TableStore:
+    """Open the store named by ``--store`` (``duckdb:PATH``)."""
+    if spec.startswith("duckdb:"):
+        from autoseg.io.duckdb_store import DuckDBStore
+
+        return DuckDBStore(spec.removeprefix("duckdb:") or "autoseg.duckdb")
+    raise UsageError(f"--store={spec!r} is not supported: use `duckdb:PATH`")

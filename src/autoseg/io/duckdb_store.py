@@ -1,0 +1,138 @@
+"""The embedded default store: a local DuckDB file; ``dbname`` is a DuckDB schema."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+
+from autoseg.config import TableName
+from autoseg.io.base import TableWrite
+from autoseg.errors import InputDataError, ServiceError, UsageError
+
+DEFAULT_SCHEMA = "main"
+
+
+def _quote(identifier: str) -> str:
+    """Quote an identifier for DuckDB SQL (names are validated earlier; this is belt and braces)."""
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _qualified(name: TableName) -> str:
+    return f"{_quote(name.database or DEFAULT_SCHEMA)}.{_quote(name.table)}"
+
+
+class DuckDBStore:
+    """Tables in a DuckDB database file.
+
+    Writes happen in one transaction: an overwrite builds the new table under a staging name,
+    drops the old one and renames the staging table, and either all tables change or none does.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.description = f"duckdb:{path}"
+        self._conn: duckdb.DuckDBPyConnection | None = None
+
+    def _file_exists(self) -> bool:
+        return self.path == ":memory:" or Path(self.path).exists()
+
+    def _connect(self) -> duckdb.DuckDBPyConnection:
+        # Only writes reach this for a file that does not exist yet: reads check first, so a
+        # failed run never leaves a new empty database file behind.
+        if self._conn is None:
+            parent = Path(self.path).parent
+            if self.path != ":memory:" and not parent.exists():
+                raise UsageError(
+                    f"--store={self.description!r}: directory {str(parent)!r} does not exist"
+                )
+            try:
+                self._conn = duckdb.connect(self.path)
+            except duckdb.Error as exc:
+                first_line = str(exc).splitlines()[0]
+                raise ServiceError(
+                    f"--store={self.description!r}: cannot open the DuckDB file: {first_line}"
+                ) from None
+        return self._conn
+
+    def _exists(self, name: TableName) -> bool:
+        if not self._file_exists():
+            return False
+        rows = self._connect().execute(
+            "SELECT count(*) FROM information_schema.tables "
+            "WHERE table_schema = ? AND table_name = ?",
+            [name.database or DEFAULT_SCHEMA, name.table],
+        ).fetchall()  # fetch everything: DuckDB 2 refuses new work while a result is open
+        return bool(rows and rows[0][0])
+
+    def table_columns(self, name: TableName) -> list[str] | None:
+        """Column names of ``name`` in order, or ``None`` when it does not exist."""
+        if not self._exists(name):
+            return None
+        rows = self._connect().execute(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+            [name.database or DEFAULT_SCHEMA, name.table],
+        ).fetchall()
+        return [r[0] for r in rows]
+
+    def read_table(self, name: TableName) -> pd.DataFrame:
+        """Read ``name`` whole through Arrow into pandas."""
+        if not self._file_exists():
+            raise InputDataError(
+                f"--input-table={str(name)!r}: the store file {self.path!r} does not exist: "
+                "check --store (run `autoseg demo` to create the sample database)"
+            )
+        if not self._exists(name):
+            raise InputDataError(
+                f"--input-table={str(name)!r} does not exist in {self.description}: "
+                "check the name (dbname.table_name) or the --store path"
+            )
+        relation = self._connect().sql(f"SELECT * FROM {_qualified(name)}")
+        # DuckDB 2 renamed a relation's arrow() to to_arrow_table().
+        fetch = getattr(relation, "to_arrow_table", None) or relation.arrow
+        return fetch().to_pandas()
+
+    def write_tables(self, writes: list[TableWrite]) -> None:
+        """Write all tables in one transaction; roll back everything on any failure."""
+        conn = self._connect()
+        try:
+            conn.execute("BEGIN TRANSACTION")
+            for i, write in enumerate(writes):
+                schema = write.name.database or DEFAULT_SCHEMA
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(schema)}")
+                view = f"autoseg_write_{i}"
+                conn.register(view, write.frame)
+                target = _qualified(write.name)
+                if write.mode == "append" and self._exists(write.name):
+                    columns = ", ".join(_quote(str(c)) for c in write.frame.columns)
+                    conn.execute(f"INSERT INTO {target} ({columns}) SELECT * FROM {view}")
+                else:
+                    staging = TableName(schema, f"{write.name.table}__autoseg_staging")
+                    conn.execute(f"DROP TABLE IF EXISTS {_qualified(staging)}")
+                    conn.execute(f"CREATE TABLE {_qualified(staging)} AS SELECT * FROM {view}")
+                    conn.execute(f"DROP TABLE IF EXISTS {target}")
+                    conn.execute(
+                        f"ALTER TABLE {_qualified(staging)} RENAME TO {_quote(write.name.table)}"
+                    )
+                conn.unregister(view)
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            try:
+                conn.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            if isinstance(exc, duckdb.Error):
+                first_line = str(exc).splitlines()[0]
+                raise ServiceError(
+                    f"writing to {self.description} failed, nothing was changed: {first_line}"
+                ) from None
+            raise
+
+    def close(self) -> None:
+        """Close the connection."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+

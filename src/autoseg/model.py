@@ -1,0 +1,149 @@
+"""The fitted segmentation model: saved in safe formats and reused to assign new rows.
+
+A model directory ``<model_dir>/<model_name>/`` holds ``model.json`` (feature spec, chosen k,
+data fingerprint, versions) and ``arrays.npz`` (centroids and the PCA projection), loaded with
+``allow_pickle=False`` so loading a model never executes code. A save is atomic: the new model
+is written beside the old one and swapped in by renames.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from autoseg import __version__
+from autoseg.errors import UsageError
+from autoseg.features import FeatureSpec
+from autoseg.reduce import Projection
+from autoseg.search import nearest_centroid
+
+FORMAT_VERSION = 1
+
+
+@dataclass
+class SegmentationModel:
+    """Everything needed to assign a row to a cluster."""
+
+    spec: FeatureSpec
+    centroids: np.ndarray  # (k, d) in the (possibly projected) prepared space
+    projection: Projection | None
+    k: int
+    fingerprint: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def prepare(self, frame: pd.DataFrame) -> tuple[np.ndarray, dict[str, int]]:
+        """Prepared (and projected) matrix for ``frame``, and imputation counts."""
+        matrix, imputed = self.spec.transform(frame)
+        if self.projection is not None:
+            matrix = self.projection.transform(matrix)
+        return matrix, imputed
+
+    def assign(self, matrix: np.ndarray) -> np.ndarray:
+        """Cluster id of every prepared row: the nearest centroid."""
+        return nearest_centroid(matrix, self.centroids)
+
+    def save(self, directory: Path) -> Path:
+        """Write the model atomically to ``directory`` (replacing an existing one)."""
+        directory = Path(directory)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            arrays: dict[str, np.ndarray] = {"centroids": self.centroids}
+            if self.projection is not None:
+                arrays["pca_mean"] = self.projection.mean
+                arrays["pca_components"] = self.projection.components
+            np.savez(staging / "arrays.npz", **arrays)
+            meta = {
+                "format_version": FORMAT_VERSION,
+                "autoseg_version": __version__,
+                "k": self.k,
+                "feature_spec": self.spec.to_dict(),
+                "projection_explained_variance": (
+                    self.projection.explained_variance_ratio if self.projection else None
+                ),
+                "fingerprint": self.fingerprint,
+                "extra": self.extra,
+            }
+            (staging / "model.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+            old = directory.with_name(f".{directory.name}.old")
+            if old.exists():
+                shutil.rmtree(old)
+            if directory.exists():
+                os.replace(directory, old)
+            os.replace(staging, directory)
+            if old.exists():
+                shutil.rmtree(old)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return directory
+
+    @classmethod
+    def load(cls, directory: Path, model_name: str) -> SegmentationModel:
+        """Load a model saved with :meth:`save`.
+
+        Raises
+        ------
+        UsageError
+            When no model of that name exists or it cannot be read.
+        """
+        directory = Path(directory)
+        meta_path = directory / "model.json"
+        if not meta_path.exists():
+            raise UsageError(
+                f"--model-name={model_name!r}: no saved model in {str(directory)!r}; run once "
+                "with --force-refit to fit and save it, or check --model-dir"
+            )
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            with np.load(directory / "arrays.npz", allow_pickle=False) as arrays:
+                centroids = arrays["centroids"]
+                projection = None
+                if "pca_components" in arrays:
+                    projection = Projection(
+                        mean=arrays["pca_mean"],
+                        components=arrays["pca_components"],
+                        explained_variance_ratio=float(
+                            meta.get("projection_explained_variance") or 0.0
+                        ),
+                    )
+            spec = FeatureSpec.from_dict(meta["feature_spec"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise UsageError(
+                f"--model-name={model_name!r}: the saved model in {str(directory)!r} is "
+                f"unreadable ({type(exc).__name__}); refit with --force-refit"
+            ) from None
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise UsageError(
+                f"--model-name={model_name!r} was saved in format "
+                f"{meta.get('format_version')}, this version reads {FORMAT_VERSION}: refit it"
+            )
+        return cls(
+            spec=spec, centroids=centroids, projection=projection, k=int(meta["k"]),
+            fingerprint=meta.get("fingerprint", {}), extra=meta.get("extra", {}),
+        )
+
+
+def data_fingerprint(frame: pd.DataFrame, max_rows: int = 10_000) -> dict[str, Any]:
+    """A fingerprint of a table: schema, row count and a hash of its first rows."""
+    head = frame.head(max_rows)
+    try:
+        row_hashes = pd.util.hash_pandas_object(head, index=False).to_numpy()
+        content = hashlib.sha256(row_hashes.tobytes()).hexdigest()[:16]
+    except TypeError:
+        content = None
+    return {
+        "rows": int(len(frame)),
+        "columns": {str(c): str(t) for c, t in frame.dtypes.items()},
+        "head_sha256": content,
+    }
+

@@ -1,0 +1,377 @@
+"""The whole run: read, profile, prepare, reduce, choose k, assign, explain, write.
+
+``run(config) -> RunResult`` is the library's entry point; the CLI is a thin shell over it.
+Everything is computed before anything is written, and the writes are ordered so a failure
+leaves existing outputs as they were: tables in one transaction first, then the model and the
+run summary, each swapped into place by a rename.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from autoseg import __version__
+from autoseg.backend import select_backend
+from autoseg.config import RunConfig, TableName, parse_table_name
+from autoseg.errors import InputDataError, UsageError
+from autoseg.features import FeatureSpec, fit_features
+from autoseg.io import TableStore, TableWrite, open_store
+from autoseg.io.files import read_file
+from autoseg.model import SegmentationModel, data_fingerprint
+from autoseg.profile import profile_table
+from autoseg.reduce import fit_projection
+from autoseg.search import SearchResult, search_k
+
+log = logging.getLogger(__name__)
+
+CLUSTER_COLUMN = "cluster_id"
+SUMMARY_FILE = "summary.json"
+_VERSIONED_PACKAGES = ("numpy", "pandas", "scikit-learn", "duckdb", "pyarrow", "xgboost")
+
+
+@dataclass
+class RunResult:
+    """What a run produced."""
+
+    labels: np.ndarray
+    chosen_k: int
+    search: SearchResult | None
+    summary: dict[str, Any]
+    summary_path: Path
+    output_table: str | None
+    model_path: Path | None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+class _Timer:
+    """Wall time per stage, for the summary."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        log.info("stage %s started", name)
+        try:
+            yield
+        finally:
+            self.seconds[name] = round(time.perf_counter() - started, 4)
+            log.info("stage %s took %.2fs", name, self.seconds[name])
+
+
+def run(config: RunConfig) -> RunResult:
+    """Segment ``config.input_table`` and write every requested output.
+
+    Parameters
+    ----------
+    config
+        The validated run configuration.
+
+    Returns
+    -------
+    RunResult
+        Labels, scores, the summary and where outputs went.
+
+    Raises
+    ------
+    AutosegError
+        Subclasses for user-fixable problems, each with a one-line message.
+    """
+    timer = _Timer()
+    backend = select_backend(config.device)
+    _check_output_dir(config.output_dir)
+    store = open_store(config.store)
+    try:
+        return _run(config, store, backend.name, backend.reason, timer)
+    finally:
+        store.close()
+
+
+def _run(
+    config: RunConfig, store: TableStore, device: str, device_reason: str, timer: _Timer
+) -> RunResult:
+    output_name = parse_table_name(config.output_table, "--output-table") if config.output_table \
+        else None
+    saved_model: SegmentationModel | None = None
+    if not config.force_refit:
+        assert config.model_name is not None  # checked in config
+        saved_model = SegmentationModel.load(config.model_dir / config.model_name,
+                                             config.model_name)
+
+    with timer.stage("read"):
+        frame = _read_input(config, store)
+    _check_input(frame, config, saved_model)
+    if output_name is not None:
+        _check_output_table(store, output_name, frame, config.output_mode)
+
+    with timer.stage("profile"):
+        profile = profile_table(frame, config.hide_table_contents)
+
+    search: SearchResult | None = None
+    projection = None
+    if saved_model is None:
+        with timer.stage("features"):
+            spec = fit_features(frame, config.ignore_columns, config.seed)
+            matrix, imputed = spec.transform(frame)
+        with timer.stage("reduce"):
+            projection = fit_projection(matrix, config.dimension_reduction_threshold,
+                                        config.seed)
+            if projection is not None:
+                log.info("reduced %d prepared columns to %d PCA components (%.0f%% variance)",
+                         matrix.shape[1], projection.components.shape[0],
+                         100 * projection.explained_variance_ratio)
+                matrix = projection.transform(matrix)
+        k_values = _k_values(config, len(frame))
+        with timer.stage("search"):
+            search = search_k(
+                matrix, k_values, restarts=config.kmeans_restarts, seed=config.seed,
+                exact_max_rows=config.silhouette_exact_max_rows,
+                sample_size=config.silhouette_sample_size,
+            )
+        model = SegmentationModel(
+            spec=spec, centroids=search.centroids, projection=projection, k=search.chosen_k,
+            fingerprint=data_fingerprint(frame),
+        )
+        with timer.stage("assign"):
+            labels = model.assign(matrix)
+    else:
+        model = saved_model
+        spec = model.spec
+        with timer.stage("features"):
+            matrix, imputed = model.prepare(frame)
+        with timer.stage("assign"):
+            labels = model.assign(matrix)
+        log.info("reused saved model %r (k=%d); no fitting", config.model_name, model.k)
+
+    with timer.stage("explain"):
+        explanation = _explain_stage(spec, frame, labels, config)
+
+    sizes = np.bincount(labels, minlength=model.k).tolist()
+    summary = _summary(config, frame, spec, profile, imputed, search, model, sizes, labels,
+                       device, device_reason, timer, explanation)
+
+    with timer.stage("write"):
+        writes: list[TableWrite] = []
+        if output_name is not None:
+            out = frame.copy(deep=False)
+            out[CLUSTER_COLUMN] = labels.astype(np.int32)
+            writes.append(TableWrite(output_name, out, config.output_mode))
+        if writes:
+            store.write_tables(writes)
+        model_path = None
+        if config.model_name and saved_model is None:
+            model_path = model.save(config.model_dir / config.model_name)
+    summary["timings_seconds"] = timer.seconds
+    summary["outputs"] = {
+        "output_table": str(output_name) if output_name else None,
+        "store": store.description,
+        "model": str(model_path) if model_path else None,
+        "summary": str(config.output_dir / SUMMARY_FILE),
+    }
+    summary_path = _write_json_atomically(config.output_dir / SUMMARY_FILE, summary)
+    return RunResult(
+        labels=labels, chosen_k=model.k, search=search, summary=summary,
+        summary_path=summary_path, output_table=str(output_name) if output_name else None,
+        model_path=model_path, timings=timer.seconds,
+    )
+
+
+def _explain_stage(
+    spec: FeatureSpec, frame: pd.DataFrame, labels: np.ndarray, config: RunConfig
+) -> dict[str, Any] | None:
+    """Seam for the explanation stage (surrogate trees and SHAP), added in a later version."""
+    return None
+
+
+def _read_input(config: RunConfig, store: TableStore) -> pd.DataFrame:
+    if config.input_is_file:
+        _check_csv_header(config.input_table)
+        return read_file(config.input_table)
+    return store.read_table(parse_table_name(config.input_table, "--input-table"))
+
+
+def _check_csv_header(path: str) -> None:
+    """Refuse duplicate CSV header names before pandas silently renames them."""
+    if not path.lower().endswith((".csv", ".tsv")) or not Path(path).exists():
+        return
+    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
+        header = next(csv.reader(handle, delimiter="\t" if path.endswith(".tsv") else ","), [])
+    seen: set[str] = set()
+    for name in (h.strip() for h in header):
+        if name in seen:
+            raise InputDataError(
+                f"--input-table={path!r} has two columns named {name!r}: rename one"
+            )
+        seen.add(name)
+
+
+def _check_input(frame: pd.DataFrame, config: RunConfig,
+                 saved_model: SegmentationModel | None) -> None:
+    """Data checks that must pass before any work starts."""
+    duplicated = frame.columns[frame.columns.duplicated()]
+    if len(duplicated):
+        raise InputDataError(
+            f"--input-table has two columns named {str(duplicated[0])!r}: rename one"
+        )
+    if len(frame) == 0:
+        raise InputDataError(
+            f"--input-table={config.input_table!r} is empty: it has no rows to cluster"
+        )
+    if CLUSTER_COLUMN in frame.columns:
+        raise InputDataError(
+            f"--input-table already has a {CLUSTER_COLUMN!r} column: drop or rename it first "
+            "(it would be overwritten)"
+        )
+    unknown = [c for c in config.ignore_columns if c not in frame.columns]
+    if unknown:
+        log.warning("--ignore-columns: %s not in the input; ignored", ", ".join(map(repr, unknown)))
+    if config.rowid_column:
+        if config.rowid_column not in frame.columns:
+            raise InputDataError(
+                f"--rowid-column={config.rowid_column!r} is not a column of the input: use one "
+                "of its columns"
+            )
+        if not frame[config.rowid_column].is_unique:
+            raise InputDataError(
+                f"--rowid-column={config.rowid_column!r} is not unique: give the table's "
+                "primary key"
+            )
+    if saved_model is not None:
+        saved_model.spec.check_columns(frame)
+        return
+    needed = config.num_clusters or config.max_clusters
+    if len(frame) < needed + 1:
+        option = "--num-clusters" if config.num_clusters else "--max-clusters"
+        raise InputDataError(
+            f"n_rows={len(frame)} must be >= {option.lstrip('-').replace('-', '_')}+1="
+            f"{needed + 1}: lower {option} or give more rows"
+        )
+
+
+def _check_output_table(store: TableStore, name: TableName, frame: pd.DataFrame,
+                        mode: str) -> None:
+    """An append must match the existing table's columns; checked before any work."""
+    if mode != "append":
+        return
+    existing = store.table_columns(name)
+    if existing is None:
+        return
+    expected = [str(c) for c in frame.columns] + [CLUSTER_COLUMN]
+    if [c.lower() for c in existing] != [c.lower() for c in expected]:
+        extra = sorted(set(expected) - set(existing))
+        missing = sorted(set(existing) - set(expected))
+        detail = f"new columns {extra}" if extra else f"missing columns {missing}"
+        if not extra and not missing:
+            detail = "columns in a different order"
+        raise InputDataError(
+            f"--output-mode=append: {str(name)!r} has different columns ({detail}): use "
+            "--output-mode overwrite or another --output-table"
+        )
+
+
+def _k_values(config: RunConfig, n_rows: int) -> list[int]:
+    if config.num_clusters:
+        return [config.num_clusters]
+    return list(range(config.min_clusters, config.max_clusters + 1))
+
+
+def _check_output_dir(path: Path) -> None:
+    """Fail early (before any work) when the output directory cannot be written."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".autoseg-write-check-"):
+            pass
+    except OSError as exc:
+        raise UsageError(
+            f"--output-dir={str(path)!r} is not writable ({exc.strerror}): choose another "
+            "directory"
+        ) from None
+
+
+def _write_json_atomically(path: Path, data: dict[str, Any]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, indent=2, default=_json_default)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def _versions() -> dict[str, str]:
+    versions = {"autoseg": __version__}
+    for package in _VERSIONED_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions
+
+
+def _summary(
+    config: RunConfig, frame: pd.DataFrame, spec: FeatureSpec, profile: dict[str, Any],
+    imputed: dict[str, int], search: SearchResult | None, model: SegmentationModel,
+    sizes: list[int], labels: np.ndarray, device: str, device_reason: str, timer: _Timer,
+    explanation: dict[str, Any] | None,
+) -> dict[str, Any]:
+    n = len(frame)
+    summary: dict[str, Any] = {
+        "autoseg_version": __version__,
+        "parameters": config.public_dict(),
+        "rows_read": n,
+        "device": {"used": device, "reason": device_reason},
+        "stages_device": {stage: device for stage in ("features", "reduce", "search", "assign")},
+        "columns_used": spec.used_columns,
+        "columns_dropped": [{"column": d.column, "reason": d.reason} for d in spec.dropped],
+        "prepared_columns": len(spec.matrix_columns),
+        "values_imputed": imputed,
+        "pca_components": (
+            int(model.projection.components.shape[0]) if model.projection is not None else None
+        ),
+        "profile": profile,
+        "refit": search is not None,
+        "chosen_k": model.k,
+        "cluster_sizes": sizes,
+        "cluster_shares": [round(s / n, 6) for s in sizes],
+        "explanation": explanation,
+        "versions": _versions(),
+    }
+    if search is not None:
+        summary["k_search"] = [c.as_dict() for c in search.candidates]
+        summary["chosen_reason"] = search.reason
+        summary["silhouette"] = {
+            "exact": search.silhouette_exact,
+            "points_scored": search.silhouette_points,
+            "per_cluster": search.per_cluster_silhouette,
+        }
+    else:
+        summary["chosen_reason"] = f"reused saved model {config.model_name!r}"
+    return summary

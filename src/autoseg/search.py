@@ -1,0 +1,176 @@
+"""Choose k: fit k-means for every candidate k and keep the best mean silhouette."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from sklearn.cluster import KMeans
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
+
+from autoseg.silhouette import silhouette_scores
+
+log = logging.getLogger(__name__)
+
+# Scores closer than this count as equal, and the smaller k wins the tie.
+TIE_TOLERANCE = 1e-9
+
+
+@dataclass
+class KCandidate:
+    """Scores of one candidate k."""
+
+    k: int
+    silhouette: float | None
+    silhouette_stderr: float
+    inertia: float
+    calinski_harabasz: float | None
+    davies_bouldin: float | None
+    sizes: list[int]
+    fit_seconds: float
+    rejected: str | None = None  # why this k could not be chosen
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON-able scores."""
+        return dict(self.__dict__)
+
+
+@dataclass
+class SearchResult:
+    """The scores of every k tried and the chosen one."""
+
+    candidates: list[KCandidate]
+    chosen_k: int
+    reason: str
+    centroids: np.ndarray
+    labels: np.ndarray
+    silhouette_exact: bool
+    silhouette_points: int
+    per_cluster_silhouette: list[float] = field(default_factory=list)
+
+
+def fit_kmeans(x: np.ndarray, k: int, restarts: int, seed: int) -> KMeans:
+    """k-means++ with ``restarts`` starts; the lowest-inertia run is kept."""
+    with warnings.catch_warnings():
+        # Fewer distinct points than k is reported by our own check on the cluster sizes.
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return KMeans(
+            n_clusters=k, init="k-means++", n_init=restarts, random_state=seed, algorithm="lloyd"
+        ).fit(x)
+
+
+def nearest_centroid(x: np.ndarray, centroids: np.ndarray, chunk_rows: int = 262_144) -> np.ndarray:
+    """Index of the nearest centroid of every row, computed in chunks (no n x k x d memory)."""
+    labels = np.empty(x.shape[0], dtype=np.int32)
+    c = centroids.astype(np.float32)
+    c_norms = (c * c).sum(axis=1)
+    for start in range(0, x.shape[0], chunk_rows):
+        block = x[start : start + chunk_rows]
+        # |x - c|^2 = |x|^2 - 2 x.c + |c|^2; |x|^2 is the same for every c of a row.
+        distances = c_norms[None, :] - 2.0 * (block @ c.T)
+        labels[start : start + chunk_rows] = distances.argmin(axis=1)
+    return labels
+
+
+def search_k(
+    x: np.ndarray,
+    k_values: list[int],
+    *,
+    restarts: int,
+    seed: int,
+    exact_max_rows: int,
+    sample_size: int,
+) -> SearchResult:
+    """Fit every candidate k, score it, and choose the k with the highest mean silhouette.
+
+    Parameters
+    ----------
+    x
+        (n, d) float32 matrix to cluster.
+    k_values
+        Candidate numbers of clusters, ascending; a single value fixes k.
+    restarts
+        k-means++ starts per k.
+    seed
+        Seed for k-means and the silhouette sample.
+    exact_max_rows, sample_size
+        Silhouette settings, see :func:`autoseg.silhouette.silhouette_scores`.
+
+    Returns
+    -------
+    SearchResult
+        Scores of every k, the chosen k, its centroids and labels.
+    """
+    fits: dict[int, tuple[np.ndarray, np.ndarray, float, float]] = {}
+    candidates: dict[int, KCandidate] = {}
+    for k in k_values:
+        started = time.perf_counter()
+        model = fit_kmeans(x, k, restarts, seed)
+        centroids = model.cluster_centers_.astype(np.float32)
+        labels = nearest_centroid(x, centroids)
+        sizes = np.bincount(labels, minlength=k)
+        seconds = time.perf_counter() - started
+        candidate = KCandidate(
+            k=k, silhouette=None, silhouette_stderr=0.0, inertia=float(model.inertia_),
+            calinski_harabasz=None, davies_bouldin=None, sizes=sizes.tolist(),
+            fit_seconds=seconds,
+        )
+        if (sizes == 0).any():
+            candidate.rejected = (
+                f"k-means found only {int((sizes > 0).sum())} non-empty clusters "
+                "(too few distinct rows)"
+            )
+        else:
+            candidate.calinski_harabasz = float(calinski_harabasz_score(x, labels))
+            candidate.davies_bouldin = float(davies_bouldin_score(x, labels))
+            fits[k] = (centroids, labels, seconds, float(model.inertia_))
+        candidates[k] = candidate
+        log.info("k=%d fitted in %.2fs, sizes %s", k, seconds, sizes.tolist())
+    if not fits:
+        raise _no_valid_k(candidates)
+    scores = silhouette_scores(
+        x, {k: fit[1] for k, fit in fits.items()}, exact_max_rows=exact_max_rows,
+        sample_size=sample_size, seed=seed,
+    )
+    for k, score in scores.items():
+        candidates[k].silhouette = score.score
+        candidates[k].silhouette_stderr = score.stderr
+        log.info(
+            "k=%d silhouette %.4f (+-%.4f)%s", k, score.score, score.stderr,
+            "" if score.exact else f" from {score.n_points} sampled points",
+        )
+    best_k = min(scores, key=lambda k: (-round(scores[k].score / TIE_TOLERANCE), k))
+    if len(k_values) == 1:
+        reason = f"k={best_k} fixed by num_clusters"
+    else:
+        runner_up = sorted(
+            (s.score for k, s in scores.items() if k != best_k), reverse=True
+        )
+        reason = f"highest mean silhouette {scores[best_k].score:.4f}"
+        if runner_up:
+            reason += f" (next best {runner_up[0]:.4f})"
+    best = scores[best_k]
+    return SearchResult(
+        candidates=[candidates[k] for k in k_values],
+        chosen_k=best_k,
+        reason=reason,
+        centroids=fits[best_k][0],
+        labels=fits[best_k][1],
+        silhouette_exact=best.exact,
+        silhouette_points=best.n_points,
+        per_cluster_silhouette=list(best.per_cluster),
+    )
+
+
+def _no_valid_k(candidates: dict[int, KCandidate]) -> Exception:
+    from autoseg.errors import InputDataError
+
+    first = next(iter(candidates.values()))
+    return InputDataError(
+        f"no candidate k could be used: {first.rejected}; lower --max-clusters/--num-clusters "
+        "or give a table with more distinct rows"
+    )

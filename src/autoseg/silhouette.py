@@ -1,0 +1,224 @@
+"""Mean silhouette coefficient for many candidate clusterings in one pass.
+
+The silhouette of point ``i`` needs, for every cluster ``c``, the sum of distances from ``i`` to
+the points of ``c``. The pairwise distances do not depend on the clustering, so one blocked pass
+over them scores every candidate k at once: for a block of distances ``D`` (points x rows) and
+the one-hot matrix ``H`` of every candidate labelling side by side (rows x sum(k)), ``D @ H``
+holds all the per-cluster sums. Distances come from the GEMM form
+``|x|^2 + |y|^2 - 2 x.y`` on centred data. Memory is bounded by the block sizes, never O(n^2).
+
+While ``n <= exact_max_rows`` every point is scored (exact, matches
+``sklearn.metrics.silhouette_score``). Beyond that, the silhouettes of a random sample of points
+are computed exactly against all rows and combined per cluster (post-stratified by cluster, so a
+small cluster is not lost to sampling noise: clusters with few sampled points get extra points),
+giving an unbiased estimate of the mean with its standard error.
+
+The code is written against the array namespace ``xp`` (NumPy here, CuPy on a GPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+BLOCK_ELEMENTS = 8_000_000  # distance block size (32 MB of float32)
+MIN_POINTS_PER_CLUSTER = 30
+
+
+@dataclass(frozen=True)
+class SilhouetteScore:
+    """Mean silhouette of one labelling, with its standard error (0 when exact)."""
+
+    score: float
+    stderr: float
+    n_points: int
+    exact: bool
+    per_cluster: tuple[float, ...]
+
+
+def silhouette_scores(
+    x: Any,
+    labelings: dict[int, Any],
+    *,
+    exact_max_rows: int = 50_000,
+    sample_size: int = 20_000,
+    seed: int = 0,
+    xp: Any = np,
+) -> dict[int, SilhouetteScore]:
+    """Mean silhouette coefficient of every labelling of the same rows.
+
+    Parameters
+    ----------
+    x
+        (n, d) array of the points.
+    labelings
+        Maps a key (usually k) to an (n,) integer label array with values ``0..k-1``.
+    exact_max_rows
+        Score every point while ``n`` is at most this; otherwise sample.
+    sample_size
+        Number of points scored (each against all ``n`` rows) when sampling.
+    seed
+        Seed of the point sample.
+    xp
+        Array namespace (``numpy`` or ``cupy``).
+
+    Returns
+    -------
+    dict
+        ``SilhouetteScore`` per key of ``labelings``.
+    """
+    x = xp.asarray(x, dtype=xp.float32)
+    n = int(x.shape[0])
+    keys = list(labelings)
+    labels = {key: xp.asarray(labelings[key]).astype(xp.int64) for key in keys}
+    n_clusters = {key: int(labels[key].max()) + 1 for key in keys}
+    offsets: dict[int, int] = {}
+    total = 0
+    for key in keys:
+        offsets[key] = total
+        total += n_clusters[key]
+
+    exact = n <= exact_max_rows
+    host_labels = {key: _to_host(labels[key]) for key in keys}
+    if exact:
+        points = np.arange(n)
+        members = {key: np.ones(n, dtype=bool) for key in keys}
+    else:
+        points, members = _sample_points(host_labels, n, sample_size, seed)
+
+    sums = _cluster_distance_sums(x, labels, n_clusters, offsets, total, points, xp)
+
+    results: dict[int, SilhouetteScore] = {}
+    for key in keys:
+        k = n_clusters[key]
+        block = sums[:, offsets[key] : offsets[key] + k]
+        own = host_labels[key][points]
+        sizes = np.bincount(host_labels[key], minlength=k).astype(np.float64)
+        s = _point_silhouettes(block, own, sizes)
+        mask = members[key]
+        results[key] = _combine(s[mask], own[mask], sizes, n, exact)
+    return results
+
+
+def _to_host(array: Any) -> np.ndarray:
+    return array.get() if hasattr(array, "get") else np.asarray(array)
+
+
+def _sample_points(
+    labels: dict[int, np.ndarray], n: int, sample_size: int, seed: int
+) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    """A uniform sample plus, per labelling, extra points for thinly sampled clusters.
+
+    Returns the sorted union of points and, per key, a mask over it of the points that belong
+    to that key's sample (the uniform sample and that key's own extras), so each key's sample is
+    a simple random sample within each of its clusters.
+    """
+    rng = np.random.default_rng(seed)
+    base = rng.choice(n, size=min(sample_size, n), replace=False)
+    in_base = np.zeros(n, dtype=bool)
+    in_base[base] = True
+    extras: dict[int, np.ndarray] = {}
+    for key, lab in labels.items():
+        added: list[np.ndarray] = []
+        for c in range(int(lab.max()) + 1):
+            cluster_rows = np.flatnonzero(lab == c)
+            have = int(in_base[cluster_rows].sum())
+            want = min(MIN_POINTS_PER_CLUSTER, cluster_rows.size)
+            if have < want:
+                candidates = cluster_rows[~in_base[cluster_rows]]
+                added.append(rng.choice(candidates, size=want - have, replace=False))
+        extras[key] = np.concatenate(added) if added else np.empty(0, dtype=np.int64)
+    points = np.unique(np.concatenate([base, *extras.values()]))
+    members: dict[int, np.ndarray] = {}
+    for key in labels:
+        chosen = in_base.copy()
+        chosen[extras[key]] = True
+        members[key] = chosen[points]
+    return points, members
+
+
+def _cluster_distance_sums(
+    x: Any,
+    labels: dict[int, Any],
+    n_clusters: dict[int, int],
+    offsets: dict[int, int],
+    total: int,
+    points: np.ndarray,
+    xp: Any,
+) -> np.ndarray:
+    """(len(points), total) sums of distances from each point to each cluster of each key."""
+    n = int(x.shape[0])
+    centred = x - xp.mean(x.astype(xp.float64), axis=0).astype(xp.float32)
+    sq_norms = xp.sum(centred * centred, axis=1)
+    point_idx = xp.asarray(points)
+    p = centred[point_idx]
+    p_norms = sq_norms[point_idx]
+    m = int(p.shape[0])
+    col_chunk = max(1024, min(n, BLOCK_ELEMENTS // max(1, min(m, 1024))))
+    row_block = max(1, BLOCK_ELEMENTS // col_chunk)
+    sums = xp.zeros((m, total), dtype=xp.float64)
+    for start in range(0, n, col_chunk):
+        stop = min(n, start + col_chunk)
+        one_hot = xp.zeros((stop - start, total), dtype=xp.float32)
+        rows = xp.arange(stop - start)
+        for key in labels:
+            one_hot[rows, offsets[key] + labels[key][start:stop]] = 1.0
+        chunk = centred[start:stop]
+        chunk_norms = sq_norms[start:stop]
+        for r0 in range(0, m, row_block):
+            r1 = min(m, r0 + row_block)
+            d = p[r0:r1] @ chunk.T
+            d *= -2.0
+            d += p_norms[r0:r1, None]
+            d += chunk_norms[None, :]
+            xp.maximum(d, 0.0, out=d)
+            xp.sqrt(d, out=d)
+            sums[r0:r1] += d @ one_hot
+    return _to_host(sums)
+
+
+def _point_silhouettes(sums: np.ndarray, own: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Silhouette of each point from its per-cluster distance sums (sklearn's conventions)."""
+    rows = np.arange(sums.shape[0])
+    own_size = sizes[own]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        a = sums[rows, own] / np.maximum(own_size - 1, 1)
+        means = sums / np.where(sizes > 0, sizes, np.nan)[None, :]
+        means[rows, own] = np.inf
+        means[:, sizes == 0] = np.inf
+        b = means.min(axis=1)
+        s = (b - a) / np.maximum(a, b)
+    s[own_size <= 1] = 0.0  # sklearn: a point alone in its cluster scores 0
+    return np.nan_to_num(s, nan=0.0)
+
+
+def _combine(
+    s: np.ndarray, own: np.ndarray, sizes: np.ndarray, n: int, exact: bool
+) -> SilhouetteScore:
+    """Post-stratified mean over clusters and its standard error."""
+    k = sizes.size
+    per_cluster = []
+    estimate = 0.0
+    variance = 0.0
+    for c in range(k):
+        sc = s[own == c]
+        if sc.size == 0:
+            per_cluster.append(float("nan"))
+            continue
+        weight = sizes[c] / n
+        per_cluster.append(float(sc.mean()))
+        estimate += weight * sc.mean()
+        if not exact and sc.size > 1:
+            fpc = 1.0 - sc.size / sizes[c]
+            variance += weight**2 * sc.var(ddof=1) / sc.size * fpc
+    if exact:
+        estimate = float(s.mean())
+    return SilhouetteScore(
+        score=float(estimate),
+        stderr=float(np.sqrt(max(variance, 0.0))),
+        n_points=int(s.size),
+        exact=exact,
+        per_cluster=tuple(per_cluster),
+    )
