@@ -17,7 +17,7 @@ from typing import Any
 import typer
 
 from autoseg import __version__
-from autoseg.config import PARAMETERS_BY_NAME, RunConfig, build_config
+from autoseg.config import PARAMETERS, PARAMETERS_BY_NAME, RunConfig, build_config
 from autoseg.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
@@ -28,20 +28,6 @@ from autoseg.errors import (
 from autoseg.logs import configure_logging
 
 log = logging.getLogger("autoseg.cli")
-
-app = typer.Typer(
-    name="autoseg",
-    help=(
-        "Segment any table with k-means, pick k by mean silhouette, and write the labelled "
-        "table, a run summary and a saved model. Exit codes: 0 ok, 1 internal error, "
-        "2 usage, 3 input data, 4 external service, 130 interrupted."
-    ),
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    pretty_exceptions_show_locals=False,
-    rich_markup_mode=None,
-)
 
 
 def _default_text(value: Any) -> str:
@@ -54,16 +40,65 @@ def _default_text(value: Any) -> str:
     return str(value)
 
 
+def _options_epilog() -> str:
+    """Every ``autoseg run`` option with its default, listed in ``autoseg --help``.
+
+    Returns
+    -------
+    str
+        A click paragraph (``\\b`` keeps one option per line) naming each flag and default.
+    """
+    lines = [
+        "\b",
+        "Options of `autoseg run` (each is also an AUTOSEG_<NAME> environment variable and a",
+        "key of a --params YAML/JSON file; flag > environment > params file > default):",
+    ]
+    for param in PARAMETERS:
+        flag = param.flag
+        if param.kind == "bool":
+            flag = f"{param.flag}/{_NEGATIVE_FLAGS.get(param.name, '--no-' + param.flag[2:])}"
+        lines.append(f"  {flag} [default: {_default_text(param.default)}]")
+    lines.append("  --params FILE [default: none]")
+    return "\n".join(lines)
+
+
+# Negative forms of boolean flags that do not read `--no-<name>`.
+_NEGATIVE_FLAGS = {"hide_table_contents": "--show-table-contents"}
+
+app = typer.Typer(
+    name="autoseg",
+    help=(
+        "Segment any table with k-means, pick k by mean silhouette, and write the labelled "
+        "table, a run summary and a saved model. Exit codes: 0 ok, 1 internal error, "
+        "2 usage, 3 input data, 4 external service, 130 interrupted."
+    ),
+    epilog=_options_epilog(),
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
+)
+
+
 def _opt(name: str, negative: str | None = None) -> Any:
     """A typer option for parameter ``name``: flag, env var and help from the parameter table."""
     param = PARAMETERS_BY_NAME[name]
     decl = param.flag
     if param.kind == "bool":
-        decl = f"{param.flag}/{negative or '--no-' + param.flag[2:]}"
+        negative = negative or _NEGATIVE_FLAGS.get(name, "--no-" + param.flag[2:])
+        decl = f"{param.flag}/{negative}"
     return typer.Option(
         None, decl, envvar=param.envvar, show_default=False, show_envvar=True,
         help=f"{param.help} [default: {_default_text(param.default)}]",
     )
+
+
+_PARAMS_OPTION: Any = typer.Option(
+    None, "--params", envvar="AUTOSEG_PARAMS", show_envvar=True, show_default=False,
+    help="YAML or JSON file of parameters (keys as the option names with underscores); "
+    "flags and environment variables take precedence. [default: none]",
+)
 
 
 @app.command("run")
@@ -80,7 +115,7 @@ def run_command(
     dimension_reduction_threshold: int = _opt("dimension_reduction_threshold"),
     export_feature_importance: str = _opt("export_feature_importance"),
     export_shap_values: str = _opt("export_shap_values"),
-    hide_table_contents: bool = _opt("hide_table_contents", "--show-table-contents"),
+    hide_table_contents: bool = _opt("hide_table_contents"),
     audience_name: str = _opt("audience_name"),
     foreign_key: str = _opt("foreign_key"),
     rowid_column: str = _opt("rowid_column"),
@@ -93,11 +128,7 @@ def run_command(
     silhouette_exact_max_rows: int = _opt("silhouette_exact_max_rows"),
     silhouette_sample_size: int = _opt("silhouette_sample_size"),
     log_format: str = _opt("log_format"),
-    params: Path = typer.Option(
-        None, "--params", envvar="AUTOSEG_PARAMS", show_envvar=True, show_default=False,
-        help="YAML or JSON file of parameters (keys as the option names with underscores); "
-        "flags and environment variables take precedence. [default: none]",
-    ),
+    params: Path = _PARAMS_OPTION,
 ) -> None:
     """Segment a table: read, prepare, choose k, assign, write outputs."""
     given = {k: v for k, v in locals().items() if k != "params"}

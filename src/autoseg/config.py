@@ -207,10 +207,8 @@ def load_params_file(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise UsageError(f"--params: cannot read {str(path)!r}: {exc.strerror}") from None
     try:
-        if str(path).lower().endswith(".json"):
-            data = json.loads(text)
-        else:
-            data = yaml.safe_load(text)
+        is_json = str(path).lower().endswith(".json")
+        data = json.loads(text) if is_json else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
@@ -271,10 +269,7 @@ def _coerce(param: Parameter, value: Any, source: str) -> Any:
         raise fail("a boolean (true/false)")
 
     def to_list(v: Any) -> tuple[str, ...]:
-        if isinstance(v, list | tuple):
-            items = [str(x) for x in v]
-        else:
-            items = str(v).split(",")
+        items = [str(x) for x in v] if isinstance(v, list | tuple) else str(v).split(",")
         return tuple(i.strip() for i in items if i.strip())
 
     def to_choice(v: Any) -> str:

@@ -23,6 +23,7 @@ The fitted :class:`FeatureSpec` is plain data (JSON) and re-applies to new rows.
 
 from __future__ import annotations
 
+import decimal
 import logging
 import math
 import re
@@ -186,15 +187,20 @@ def _numeric_values(series: pd.Series, kind: str, column: str) -> np.ndarray:
     """Float64 values of a numeric/date/boolean column; ``inf`` and missing become NaN."""
     if kind == "date" or pd.api.types.is_datetime64_any_dtype(series.dtype):
         if not pd.api.types.is_datetime64_any_dtype(series.dtype):
-            series = pd.to_datetime(series, errors="coerce")
+            series = pd.to_datetime(series, errors="coerce", utc=True)
         if getattr(series.dt, "tz", None) is not None:
             series = series.dt.tz_convert("UTC").dt.tz_localize(None)
         days = (series - _EPOCH) / pd.Timedelta(days=1)
         return days.to_numpy(dtype="float64", na_value=np.nan)
-    if pd.api.types.is_timedelta64_dtype(series.dtype):
+    if pd.api.types.is_timedelta64_dtype(series.dtype) or (
+        pd.api.types.is_object_dtype(series.dtype) and column_kind(series) == "duration"
+    ):
+        series = pd.to_timedelta(series, errors="coerce")
         return (series / pd.Timedelta(seconds=1)).to_numpy(dtype="float64", na_value=np.nan)
     if pd.api.types.is_bool_dtype(series.dtype):
         return series.astype("float64").to_numpy(dtype="float64", na_value=np.nan)
+    if pd.api.types.is_object_dtype(series.dtype):
+        series = series.map(lambda v: float(v) if isinstance(v, decimal.Decimal) else v)
     numbers = pd.to_numeric(series, errors="coerce")
     bad = numbers.isna() & series.notna()
     if bad.any() and bad.mean() > 0.5:
@@ -267,40 +273,71 @@ def fit_features(
     return spec
 
 
+def column_kind(series: pd.Series) -> str:
+    """What a column holds: ``bool``, ``number``, ``date``, ``duration``, ``text`` or
+    ``unsupported``. Object columns (DuckDB DATE and DECIMAL arrive as Python objects) are
+    classified by their values."""
+    dtype = series.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return "bool"
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "date"
+    if pd.api.types.is_timedelta64_dtype(dtype):
+        return "duration"
+    if pd.api.types.is_numeric_dtype(dtype):
+        return "number"
+    if isinstance(dtype, pd.CategoricalDtype) or (
+        pd.api.types.is_string_dtype(dtype) and not pd.api.types.is_object_dtype(dtype)
+    ):
+        return "text"
+    if pd.api.types.is_object_dtype(dtype):
+        inferred = pd.api.types.infer_dtype(series, skipna=True)
+        return {
+            "string": "text", "categorical": "text", "empty": "text",
+            "boolean": "bool",
+            "integer": "number", "floating": "number", "mixed-integer-float": "number",
+            "decimal": "number",
+            "date": "date", "datetime": "date", "datetime64": "date",
+            "timedelta": "duration", "timedelta64": "duration",
+        }.get(inferred, "unsupported")
+    return "unsupported"
+
+
 def _fit_column(
     column: str, full: pd.Series, sample: pd.Series
 ) -> NumericFeature | CategoricalFeature | DroppedColumn:
-    dtype = full.dtype
     non_null = sample.dropna()
     if non_null.empty:
         return DroppedColumn(column, "all values missing")
-    if pd.api.types.is_bool_dtype(dtype):
+    kind = column_kind(full)
+    if kind == "unsupported":
+        inferred = pd.api.types.infer_dtype(non_null, skipna=True)
+        return DroppedColumn(column, f"unsupported type {full.dtype} ({inferred} values)")
+    if kind == "bool":
         return _fit_binary(column, non_null.astype("float64"), kind="binary")
-    if (
-        pd.api.types.is_numeric_dtype(dtype)
-        or pd.api.types.is_datetime64_any_dtype(dtype)
-        or pd.api.types.is_timedelta64_dtype(dtype)
-    ):
-        is_date = pd.api.types.is_datetime64_any_dtype(dtype)
-        values = _numeric_values(sample, "date" if is_date else "numeric", column)
+    if kind in ("number", "date", "duration"):
+        values = _numeric_values(sample, "date" if kind == "date" else "numeric", column)
         finite = values[~np.isnan(values)]
         if finite.size == 0:
             return DroppedColumn(column, "no finite values")
         distinct = np.unique(finite)
         if distinct.size <= 1:
             return DroppedColumn(column, "single value")
-        if pd.api.types.is_integer_dtype(dtype) and _looks_like_row_id(column, full):
+        if kind == "number" and _is_integral(full) and _looks_like_row_id(column, full):
             return DroppedColumn(column, "row id (unique integer per row)")
-        if distinct.size == 2 and not is_date:
+        if distinct.size == 2 and kind == "number":
             return _fit_binary(column, pd.Series(finite), kind="binary")
-        return _fit_numeric(column, finite, kind="date" if is_date else "numeric")
-    if (
-        pd.api.types.is_string_dtype(dtype)
-        or isinstance(dtype, pd.CategoricalDtype)
-        or dtype == object
-    ):
-        return _fit_categorical(column, sample, non_null)
-    return DroppedColumn(column, f"unsupported type {dtype}")
+        return _fit_numeric(column, finite, kind="date" if kind == "date" else "numeric")
+    return _fit_categorical(column, sample, non_null)
+
+
+def _is_integral(series: pd.Series) -> bool:
+    if pd.api.types.is_integer_dtype(series.dtype):
+        return True
+    return (
+        pd.api.types.is_object_dtype(series.dtype)
+        and pd.api.types.infer_dtype(series, skipna=True) == "integer"
+    )
 
 
 def _looks_like_row_id(column: str, full: pd.Series) -> bool:

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from autoseg import __version__
 from autoseg.backend import select_backend
@@ -114,7 +115,11 @@ def _run(
                                              config.model_name)
 
     with timer.stage("read"):
-        frame = _read_input(config, store)
+        source = _read_input(config, store)
+        _check_column_names(source.column_names)
+        # pandas for the numerics; the Arrow table is what gets written back, so every input
+        # column keeps its exact type and values in the output.
+        frame = source.to_pandas()
     _check_input(frame, config, saved_model)
     if output_name is not None:
         _check_output_table(store, output_name, frame, config.output_mode)
@@ -168,8 +173,7 @@ def _run(
     with timer.stage("write"):
         writes: list[TableWrite] = []
         if output_name is not None:
-            out = frame.copy(deep=False)
-            out[CLUSTER_COLUMN] = labels.astype(np.int32)
+            out = source.append_column(CLUSTER_COLUMN, pa.array(labels, type=pa.int32()))
             writes.append(TableWrite(output_name, out, config.output_mode))
         if writes:
             store.write_tables(writes)
@@ -198,7 +202,7 @@ def _explain_stage(
     return None
 
 
-def _read_input(config: RunConfig, store: TableStore) -> pd.DataFrame:
+def _read_input(config: RunConfig, store: TableStore) -> pa.Table:
     if config.input_is_file:
         _check_csv_header(config.input_table)
         return read_file(config.input_table)
@@ -220,14 +224,17 @@ def _check_csv_header(path: str) -> None:
         seen.add(name)
 
 
+def _check_column_names(names: list[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise InputDataError(f"--input-table has two columns named {name!r}: rename one")
+        seen.add(name)
+
+
 def _check_input(frame: pd.DataFrame, config: RunConfig,
                  saved_model: SegmentationModel | None) -> None:
     """Data checks that must pass before any work starts."""
-    duplicated = frame.columns[frame.columns.duplicated()]
-    if len(duplicated):
-        raise InputDataError(
-            f"--input-table has two columns named {str(duplicated[0])!r}: rename one"
-        )
     if len(frame) == 0:
         raise InputDataError(
             f"--input-table={config.input_table!r} is empty: it has no rows to cluster"

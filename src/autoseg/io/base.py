@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import pandas as pd
+import pyarrow as pa
 
 from autoseg.config import TableName
 from autoseg.errors import UsageError
@@ -13,10 +14,10 @@ from autoseg.errors import UsageError
 
 @dataclass(frozen=True)
 class TableWrite:
-    """One table to write: its name, rows, and ``overwrite`` or ``append``."""
+    """One table to write: its name, rows (Arrow or pandas), and ``overwrite`` or ``append``."""
 
     name: TableName
-    frame: pd.DataFrame
+    frame: pa.Table | pd.DataFrame
     mode: str
 
 
@@ -25,8 +26,8 @@ class TableStore(Protocol):
 
     description: str
 
-    def read_table(self, name: TableName) -> pd.DataFrame:
-        """Read a whole table; raise InputDataError when it does not exist."""
+    def read_table(self, name: TableName) -> pa.Table:
+        """Read a whole table as Arrow; raise InputDataError when it does not exist."""
         ...
 
     def table_columns(self, name: TableName) -> list[str] | None:

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import duckdb
-import pandas as pd
+import pyarrow as pa
 
 from autoseg.config import TableName
-from autoseg.io.base import TableWrite
 from autoseg.errors import InputDataError, ServiceError, UsageError
+from autoseg.io.base import TableWrite
 
 DEFAULT_SCHEMA = "main"
 
@@ -77,8 +78,8 @@ class DuckDBStore:
         ).fetchall()
         return [r[0] for r in rows]
 
-    def read_table(self, name: TableName) -> pd.DataFrame:
-        """Read ``name`` whole through Arrow into pandas."""
+    def read_table(self, name: TableName) -> pa.Table:
+        """Read ``name`` whole as an Arrow table (types kept exactly for the output)."""
         if not self._file_exists():
             raise InputDataError(
                 f"--input-table={str(name)!r}: the store file {self.path!r} does not exist: "
@@ -92,7 +93,7 @@ class DuckDBStore:
         relation = self._connect().sql(f"SELECT * FROM {_qualified(name)}")
         # DuckDB 2 renamed a relation's arrow() to to_arrow_table().
         fetch = getattr(relation, "to_arrow_table", None) or relation.arrow
-        return fetch().to_pandas()
+        return fetch()
 
     def write_tables(self, writes: list[TableWrite]) -> None:
         """Write all tables in one transaction; roll back everything on any failure."""
@@ -106,7 +107,9 @@ class DuckDBStore:
                 conn.register(view, write.frame)
                 target = _qualified(write.name)
                 if write.mode == "append" and self._exists(write.name):
-                    columns = ", ".join(_quote(str(c)) for c in write.frame.columns)
+                    names = (write.frame.column_names if isinstance(write.frame, pa.Table)
+                             else [str(c) for c in write.frame.columns])
+                    columns = ", ".join(_quote(c) for c in names)
                     conn.execute(f"INSERT INTO {target} ({columns}) SELECT * FROM {view}")
                 else:
                     staging = TableName(schema, f"{write.name.table}__autoseg_staging")
@@ -119,10 +122,8 @@ class DuckDBStore:
                 conn.unregister(view)
             conn.execute("COMMIT")
         except BaseException as exc:
-            try:
+            with contextlib.suppress(duckdb.Error):
                 conn.execute("ROLLBACK")
-            except duckdb.Error:
-                pass
             if isinstance(exc, duckdb.Error):
                 first_line = str(exc).splitlines()[0]
                 raise ServiceError(

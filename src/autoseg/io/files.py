@@ -15,13 +15,15 @@ import pyarrow.parquet as pq
 
 from autoseg.errors import InputDataError
 
+# The usual spellings of a missing value in exported CSV files (R writes NA).
+_MISSING_TOKENS = ["", "NA", "N/A", "NaN", "nan", "NULL", "null", "None"]
 _LEADING_ZERO = re.compile(r"^[+-]?0\d")
 _BOOL_WORDS = {"true": True, "false": False}
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?)?$")
 
 
-def read_file(path_text: str) -> pd.DataFrame:
-    """Read a ``.parquet`` or ``.csv``/``.tsv`` file into a pandas frame.
+def read_file(path_text: str) -> pa.Table:
+    """Read a ``.parquet`` or ``.csv``/``.tsv`` file as an Arrow table.
 
     Raises
     ------
@@ -36,10 +38,10 @@ def read_file(path_text: str) -> pd.DataFrame:
     lowered = path.name.lower()
     try:
         if lowered.endswith((".parquet", ".pq")):
-            return pq.read_table(path).to_pandas()
+            return pq.read_table(path)
         sep = "\t" if ".tsv" in lowered else ","
         raw = pd.read_csv(
-            path, sep=sep, dtype=str, keep_default_na=False, na_values=[""],
+            path, sep=sep, dtype=str, keep_default_na=False, na_values=_MISSING_TOKENS,
             skipinitialspace=True,
         )
     except (pa.ArrowException, pd.errors.ParserError, UnicodeDecodeError, OSError) as exc:
@@ -50,7 +52,8 @@ def read_file(path_text: str) -> pd.DataFrame:
     except pd.errors.EmptyDataError:
         raise InputDataError(f"--input-table={path_text!r} is empty: it has no header") from None
     raw.columns = [str(c).strip() for c in raw.columns]
-    return pd.DataFrame({name: _infer_text_column(raw[name]) for name in raw.columns})
+    typed = pd.DataFrame({name: _infer_text_column(raw[name]) for name in raw.columns})
+    return pa.Table.from_pandas(typed, preserve_index=False)
 
 
 def _infer_text_column(column: pd.Series) -> pd.Series:

@@ -1,0 +1,169 @@
+"""Feature preparation: which columns are used, how they are encoded and weighted."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from autoseg.errors import InputDataError
+from autoseg.features import CLIP, OTHER_LEVEL, FeatureSpec, fit_features
+from autoseg.search import search_k
+
+
+def _dropped(spec: FeatureSpec) -> dict[str, str]:
+    return {d.column: d.reason for d in spec.dropped}
+
+
+def _frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({
+        "customer_id": np.arange(1, n + 1),
+        "spend": rng.lognormal(5, 1, n),
+        "age": rng.integers(18, 80, n).astype(float),
+        "plan": rng.choice(["basic", "plus", "pro"], n),
+        "member": rng.random(n) < 0.4,
+        "joined": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 700, n), unit="D"),
+        "constant": 1,
+        "email": [f"user{i}@example.com" for i in range(n)],
+        "time": np.arange(n) + 1_700_000_000,
+    })
+
+
+def test_column_decisions_with_reasons() -> None:
+    spec = fit_features(_frame())
+    dropped = _dropped(spec)
+    assert dropped["time"] == "in ignore_columns"
+    assert dropped["constant"] == "single value"
+    assert "row id" in dropped["customer_id"]
+    assert "near-unique" in dropped["email"]
+    assert set(spec.used_columns) == {"spend", "age", "plan", "member", "joined"}
+    kinds = {f.column: f.kind for f in spec.numeric}
+    assert kinds == {"spend": "numeric", "age": "numeric", "member": "binary", "joined": "date"}
+
+
+def test_skewed_column_is_logged_and_symmetric_is_not() -> None:
+    spec = fit_features(_frame())
+    logged = {f.column: f.log for f in spec.numeric}
+    assert logged["spend"] is True and logged["age"] is False
+
+
+def test_free_text_is_left_out() -> None:
+    rng = np.random.default_rng(1)
+    words = ["great", "service", "slow", "delivery", "price", "friendly", "store", "again"]
+    text = [" ".join(rng.choice(words, 8)) + f" order {i}" for i in range(200)]
+    frame = pd.DataFrame({"comment": text, "x": rng.normal(size=200)})
+    assert _dropped(fit_features(frame))["comment"] == "free text"
+
+
+def test_unsupported_dtype_is_reported_not_crashed() -> None:
+    frame = pd.DataFrame({
+        "x": np.arange(50, dtype=float) % 7,
+        "blob": [b"\x00\x01"] * 25 + [b"\x02"] * 25,
+        "tags": [[1, 2], [3]] * 25,
+    })
+    spec = fit_features(frame)
+    assert spec.used_columns == ["x"]
+    assert set(_dropped(spec)) == {"blob", "tags"}
+
+
+def test_no_usable_column_is_an_input_error() -> None:
+    frame = pd.DataFrame({"time": [1, 2, 3], "same": ["a", "a", "a"]})
+    with pytest.raises(InputDataError, match=r"no column is left to cluster on \(time: in "):
+        fit_features(frame)
+
+
+def test_rare_levels_fold_into_other_and_weights_are_bounded() -> None:
+    rng = np.random.default_rng(2)
+    n = 5000
+    country = rng.choice(["us", "mx", "ca"], n, p=[0.7, 0.2, 0.1]).astype(object)
+    country[:8] = "holand"  # 0.16% of rows
+    country[8:14] = "laos"
+    frame = pd.DataFrame({"country": country, "income": rng.normal(50, 10, n)})
+    spec = fit_features(frame)
+    levels = spec.categorical[0].levels
+    assert OTHER_LEVEL in levels and "holand" not in levels
+    matrix, _ = spec.transform(frame)
+    block = matrix[:, 1:]
+    # two rows of different categories are sqrt(2) apart, whatever the categories' shares
+    assert np.linalg.norm(block[0] - block[-1]) == pytest.approx(math.sqrt(2), rel=1e-6) or (
+        country[-1] == "holand"
+    )
+    assert np.abs(matrix).max() <= max(CLIP, 1.0)
+
+
+def test_rare_categories_do_not_get_clusters_of_their_own() -> None:
+    """The census trap: standardised one-hot columns make rare countries their own segments."""
+    rng = np.random.default_rng(3)
+    n = 6000
+    group = rng.integers(0, 2, n)
+    country = np.where(rng.random(n) < 0.995, "us", "xx").astype(object)
+    country[:20] = "yy"
+    frame = pd.DataFrame({
+        "country": country,
+        "hours": rng.normal(np.where(group == 1, 45, 25), 4),
+        "age": rng.normal(np.where(group == 1, 50, 30), 5),
+    })
+    matrix, _ = fit_features(frame).transform(frame)
+    result = search_k(matrix, [2, 3, 4], restarts=4, seed=0, exact_max_rows=10_000,
+                      sample_size=2000)
+    assert result.chosen_k == 2
+    assert min(np.bincount(result.labels)) > n * 0.3
+
+
+def test_outliers_do_not_collapse_everyone_into_one_cluster() -> None:
+    rng = np.random.default_rng(4)
+    n = 3000
+    group = rng.integers(0, 3, n)
+    spend = rng.lognormal(np.array([4.0, 6.0, 8.0])[group], 0.3)
+    spend[:5] = 1e12  # a few absurd rows
+    visits = rng.normal(np.array([2.0, 6.0, 10.0])[group], 1.0)
+    frame = pd.DataFrame({"spend": spend, "visits": visits})
+    matrix, _ = fit_features(frame).transform(frame)
+    result = search_k(matrix, [2, 3, 4, 5], restarts=4, seed=0, exact_max_rows=10_000,
+                      sample_size=2000)
+    assert result.chosen_k == 3
+    assert min(np.bincount(result.labels)) > n * 0.2
+
+
+def test_missing_and_infinite_values_are_imputed_and_counted() -> None:
+    frame = pd.DataFrame({
+        "a": [1.0, np.nan, 3.0, np.inf, 5.0, 6.0] * 10,
+        "b": ["x", None, "y", "x", "y", "x"] * 10,
+    })
+    spec = fit_features(frame)
+    matrix, imputed = spec.transform(frame)
+    assert np.isfinite(matrix).all()
+    assert imputed == {"a": 20, "b": 10}
+
+
+def test_spec_round_trips_through_json_and_reapplies() -> None:
+    frame = _frame()
+    spec = fit_features(frame)
+    restored = FeatureSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    first, _ = spec.transform(frame)
+    second, _ = restored.transform(frame)
+    np.testing.assert_array_equal(first, second)
+    assert restored.matrix_columns == spec.matrix_columns
+
+
+def test_new_rows_with_unseen_levels_and_missing_columns() -> None:
+    frame = _frame()
+    spec = fit_features(frame)
+    new = frame.head(5).copy()
+    new.loc[new.index[0], "plan"] = "enterprise"  # never seen: no level is set
+    matrix, _ = spec.transform(new)
+    assert matrix.shape == (5, len(spec.matrix_columns))
+    with pytest.raises(InputDataError, match="column 'spend' used by the saved model is missing"):
+        spec.transform(new.drop(columns=["spend"]))
+
+
+def test_readable_features_keep_original_units() -> None:
+    frame = _frame()
+    readable = fit_features(frame).readable(frame)
+    np.testing.assert_allclose(readable["spend"], frame["spend"])
+    assert isinstance(readable["plan"].dtype, pd.CategoricalDtype)
+    assert set(readable["member"].unique()) <= {0.0, 1.0}

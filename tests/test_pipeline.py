@@ -1,0 +1,143 @@
+"""The whole run through the library: demo data, real data files, reuse, append, PCA."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from autoseg.config import build_config
+from autoseg.demo import make_customers
+from autoseg.pipeline import run
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+needs_data = pytest.mark.skipif(not DATA.exists(), reason="shared data missing")
+
+
+def _config(tmp_path: Path, **values: object):  # noqa: ANN202
+    base = {
+        "store": f"duckdb:{tmp_path / 'store.duckdb'}",
+        "output_dir": str(tmp_path / "out"),
+        "model_dir": str(tmp_path / "models"),
+    }
+    base.update({k: v for k, v in values.items()})
+    return build_config(base)
+
+
+def _write_demo(tmp_path: Path, rows: int = 3000) -> np.ndarray:
+    frame, planted = make_customers(rows, seed=11)
+    with duckdb.connect(str(tmp_path / "store.duckdb")) as conn:
+        conn.execute("CREATE SCHEMA IF NOT EXISTS demo")
+        conn.register("frame", frame)
+        conn.execute("CREATE OR REPLACE TABLE demo.customers AS SELECT * FROM frame")
+    return planted
+
+
+def _table(tmp_path: Path, name: str) -> pd.DataFrame:
+    with duckdb.connect(str(tmp_path / "store.duckdb")) as conn:
+        return conn.sql(f"SELECT * FROM {name}").df()
+
+
+def test_demo_table_end_to_end_finds_the_planted_segments(tmp_path: Path) -> None:
+    planted = _write_demo(tmp_path)
+    result = run(_config(tmp_path, input_table="demo.customers",
+                         output_table="demo.segmented", model_name="m1"))
+    assert result.chosen_k == 4
+    assert adjusted_rand_score(planted, result.labels) > 0.8
+    out = _table(tmp_path, "demo.segmented")
+    assert len(out) == 3000 and out["cluster_id"].dtype == np.int32
+    assert list(out.columns[:-1]) == list(make_customers(10)[0].columns)
+    summary = json.loads(result.summary_path.read_text())
+    assert summary["chosen_k"] == 4
+    assert summary["rows_read"] == 3000
+    assert {d["column"] for d in summary["columns_dropped"]} >= {"customer_id", "time",
+                                                                 "last_feedback"}
+    assert [c["k"] for c in summary["k_search"]] == list(range(2, 10))
+    assert sum(summary["cluster_sizes"]) == 3000
+    assert summary["values_imputed"]["age"] > 0
+    assert set(summary["timings_seconds"]) >= {"read", "features", "search", "write"}
+    assert summary["versions"]["scikit-learn"]
+    assert summary["device"]["used"] == "cpu"
+
+
+def test_reuse_assigns_the_same_clusters_without_fitting(tmp_path: Path) -> None:
+    _write_demo(tmp_path, rows=1500)
+    first = run(_config(tmp_path, input_table="demo.customers", model_name="m",
+                        output_table="demo.first"))
+    second = run(_config(tmp_path, input_table="demo.customers", model_name="m",
+                         force_refit=False, output_table="demo.second"))
+    assert second.search is None and second.summary["refit"] is False
+    np.testing.assert_array_equal(first.labels, second.labels)
+    model_dir = tmp_path / "models" / "m"
+    assert sorted(p.name for p in model_dir.iterdir()) == ["arrays.npz", "model.json"]
+    with np.load(model_dir / "arrays.npz", allow_pickle=False) as arrays:
+        assert arrays["centroids"].shape[0] == first.chosen_k
+
+
+def test_append_adds_rows(tmp_path: Path) -> None:
+    _write_demo(tmp_path, rows=600)
+    cfg = _config(tmp_path, input_table="demo.customers", output_table="demo.out",
+                  num_clusters=3)
+    run(cfg)
+    run(_config(tmp_path, input_table="demo.customers", output_table="demo.out",
+                num_clusters=3, output_mode="append"))
+    assert len(_table(tmp_path, "demo.out")) == 1200
+
+
+def test_overwrite_replaces_rows(tmp_path: Path) -> None:
+    _write_demo(tmp_path, rows=600)
+    for _ in range(2):
+        run(_config(tmp_path, input_table="demo.customers", output_table="demo.out",
+                    num_clusters=3, output_mode="replace"))
+    assert len(_table(tmp_path, "demo.out")) == 600
+
+
+@needs_data
+def test_mall_customers_csv_keeps_zero_padded_ids(tmp_path: Path) -> None:
+    result = run(_config(tmp_path, input_table=str(DATA / "Mall_Customers.csv"),
+                         output_table="mall.segments"))
+    out = _table(tmp_path, "mall.segments")
+    assert out["CustomerID"].iloc[0] == "0001"
+    assert "CustomerID" not in result.summary["columns_used"]
+    assert 2 <= result.chosen_k <= 9
+    assert result.summary["rows_read"] == 200
+
+
+@needs_data
+def test_penguins_with_species_ignored(tmp_path: Path) -> None:
+    result = run(_config(tmp_path, input_table=str(DATA / "penguins.csv"),
+                         ignore_columns="species,year"))
+    used = result.summary["columns_used"]
+    assert "species" not in used and "bill_length_mm" in used and "sex" in used
+    assert result.summary["values_imputed"]  # 11 rows have missing values
+    species = pd.read_csv(DATA / "penguins.csv")["species"]
+    # the clusters follow species (and sex) far better than chance
+    assert adjusted_rand_score(species, result.labels) > 0.3
+
+
+@needs_data
+def test_wholesale_parquet_input(tmp_path: Path) -> None:
+    path = tmp_path / "wholesale.parquet"
+    pd.read_csv(DATA / "wholesale_customers_data.csv").to_parquet(path)
+    result = run(_config(tmp_path, input_table=str(path)))
+    sizes = result.summary["cluster_sizes"]
+    assert min(sizes) >= 0.05 * 440  # heavy tails do not produce a handful-of-rows segment
+
+
+def test_wide_table_is_reduced_with_pca(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    centers = rng.normal(0, 4, size=(3, 60))
+    group = rng.integers(0, 3, 900)
+    frame = pd.DataFrame(centers[group] + rng.normal(size=(900, 60)),
+                         columns=[f"f{i}" for i in range(60)])
+    path = tmp_path / "wide.parquet"
+    frame.to_parquet(path)
+    result = run(_config(tmp_path, input_table=str(path), dimension_reduction_threshold=10))
+    assert result.summary["pca_components"] == 10
+    assert result.summary["prepared_columns"] == 60
+    assert adjusted_rand_score(group, result.labels) > 0.95

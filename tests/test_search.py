@@ -1,0 +1,80 @@
+"""The k search: finds true structure on benchmarks, records scores, tie-breaks to smaller k."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import make_blobs
+from sklearn.metrics import adjusted_rand_score
+
+from autoseg import search as search_module
+from autoseg.errors import InputDataError
+from autoseg.features import fit_features
+from autoseg.search import nearest_centroid, search_k
+from autoseg.silhouette import SilhouetteScore
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _search(x: np.ndarray, ks: list[int], **kwargs: object) -> search_module.SearchResult:
+    options = {"restarts": 10, "seed": 0, "exact_max_rows": 50_000, "sample_size": 20_000}
+    options.update(kwargs)
+    return search_k(x.astype(np.float32), ks, **options)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(not (DATA / "franti" / "s1.txt").exists(), reason="shared data missing")
+def test_s1_benchmark_finds_the_15_clusters() -> None:
+    points = np.loadtxt(DATA / "franti" / "s1.txt")
+    truth = np.loadtxt(DATA / "franti" / "s1-labels.txt")
+    frame = pd.DataFrame(points, columns=["x", "y"])
+    matrix, _ = fit_features(frame).transform(frame)
+    result = _search(matrix, list(range(2, 21)))
+    assert result.chosen_k == 15
+    assert adjusted_rand_score(truth, result.labels) >= 0.95
+
+
+def test_scores_recorded_for_every_k() -> None:
+    x, _ = make_blobs(900, 4, centers=3, random_state=0)
+    result = _search(x, [2, 3, 4, 5])
+    assert result.chosen_k == 3
+    assert [c.k for c in result.candidates] == [2, 3, 4, 5]
+    for cand in result.candidates:
+        assert cand.silhouette is not None
+        assert cand.inertia > 0
+        assert cand.calinski_harabasz is not None and cand.calinski_harabasz > 0
+        assert cand.davies_bouldin is not None and cand.davies_bouldin > 0
+        assert sum(cand.sizes) == 900 and len(cand.sizes) == cand.k
+    assert "highest mean silhouette" in result.reason
+
+
+def test_labels_are_nearest_centroids() -> None:
+    x, _ = make_blobs(500, 3, centers=4, random_state=2)
+    result = _search(x, [4])
+    assert (nearest_centroid(x.astype(np.float32), result.centroids) == result.labels).all()
+    assert "fixed" in result.reason
+
+
+def test_ties_go_to_the_smaller_k(monkeypatch: pytest.MonkeyPatch) -> None:
+    def same_score(x: object, labelings: dict[int, np.ndarray], **_: object) -> dict:
+        return {k: SilhouetteScore(0.5, 0.0, 10, True, ()) for k in labelings}
+
+    monkeypatch.setattr(search_module, "silhouette_scores", same_score)
+    x, _ = make_blobs(200, 2, centers=3, random_state=0)
+    assert _search(x, [2, 3, 4]).chosen_k == 2
+
+
+def test_too_few_distinct_rows_rejects_k() -> None:
+    x = np.repeat(np.array([[0.0, 0.0], [5.0, 5.0], [9.0, 0.0]]), 20, axis=0)
+    result = _search(x, [2, 3, 4])
+    rejected = {c.k: c.rejected for c in result.candidates}
+    assert rejected[4] is not None and "non-empty clusters" in rejected[4]
+    assert result.chosen_k == 3
+
+
+def test_no_usable_k_is_an_input_error() -> None:
+    x = np.repeat(np.array([[0.0, 0.0], [5.0, 5.0]]), 10, axis=0)
+    with pytest.raises(InputDataError, match="no candidate k could be used"):
+        _search(x, [3])

@@ -1,0 +1,85 @@
+"""The all-k silhouette: exact against scikit-learn, sampled estimate against the exact value."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.cluster import KMeans
+from sklearn.datasets import make_blobs
+from sklearn.metrics import silhouette_samples, silhouette_score
+
+from autoseg.silhouette import silhouette_scores
+
+
+def _labelings(x: np.ndarray, ks: range) -> dict[int, np.ndarray]:
+    return {k: KMeans(k, n_init=2, random_state=0).fit_predict(x) for k in ks}
+
+
+@pytest.mark.parametrize(
+    ("n", "d", "std", "offset"),
+    [(400, 5, 1.0, 0.0), (1500, 30, 4.0, 0.0), (1200, 2, 0.3, 1e4), (300, 60, 2.0, -50.0)],
+)
+def test_exact_matches_sklearn(n: int, d: int, std: float, offset: float) -> None:
+    x, _ = make_blobs(n, d, centers=4, cluster_std=std, random_state=1)
+    x = x * 10 + offset  # far from the origin: the GEMM form must not lose precision
+    labelings = _labelings(x, range(2, 7))
+    ours = silhouette_scores(x, labelings)
+    for k, labels in labelings.items():
+        assert ours[k].exact
+        assert ours[k].stderr == 0.0
+        assert ours[k].score == pytest.approx(silhouette_score(x, labels), abs=1e-4)
+
+
+def test_per_cluster_means_match_sklearn_samples() -> None:
+    x, _ = make_blobs(600, 3, centers=3, random_state=4)
+    labels = KMeans(3, n_init=2, random_state=0).fit_predict(x)
+    ours = silhouette_scores(x, {3: labels})[3]
+    samples = silhouette_samples(x, labels)
+    for c in range(3):
+        assert ours.per_cluster[c] == pytest.approx(samples[labels == c].mean(), abs=1e-4)
+
+
+def test_singleton_cluster_scores_zero_like_sklearn() -> None:
+    x = np.array([[0.0, 0.0], [0.1, 0.0], [0.0, 0.1], [10.0, 10.0], [10.1, 10.0], [50.0, 50.0]])
+    labels = np.array([0, 0, 0, 1, 1, 2])
+    assert silhouette_scores(x, {3: labels})[3].score == pytest.approx(
+        silhouette_score(x, labels), abs=1e-4
+    )
+
+
+def test_sampled_estimate_is_close_to_exact_and_reports_stderr() -> None:
+    x, _ = make_blobs(12_000, 8, centers=5, cluster_std=3.0, random_state=2)
+    labelings = _labelings(x, range(2, 6))
+    exact = silhouette_scores(x, labelings)
+    sampled = silhouette_scores(x, labelings, exact_max_rows=1000, sample_size=2000, seed=3)
+    for k in labelings:
+        est = sampled[k]
+        assert not est.exact
+        assert 0 < est.stderr < 0.01
+        # an unbiased estimate lands within a few standard errors of the exact value
+        assert abs(est.score - exact[k].score) < 4 * est.stderr + 1e-3
+
+
+def test_sampling_keeps_small_clusters() -> None:
+    rng = np.random.default_rng(0)
+    big = rng.normal(0, 1, size=(20_000, 2))
+    small = rng.normal(30, 1, size=(40, 2))
+    x = np.vstack([big, small])
+    labels = np.r_[np.zeros(20_000, dtype=int), np.ones(40, dtype=int)]
+    est = silhouette_scores(x, {2: labels}, exact_max_rows=100, sample_size=500, seed=1)[2]
+    # the small cluster was scored although a uniform sample of 500 expects one point in it
+    assert not np.isnan(est.per_cluster[1])
+    assert est.per_cluster[1] > 0.9
+    assert est.score == pytest.approx(silhouette_score(x, labels, sample_size=None), abs=0.02)
+
+
+def test_block_sizes_do_not_change_the_result(monkeypatch: pytest.MonkeyPatch) -> None:
+    import autoseg.silhouette as module
+
+    x, _ = make_blobs(3000, 4, centers=3, random_state=5)
+    labelings = _labelings(x, range(2, 5))
+    default = silhouette_scores(x, labelings)
+    monkeypatch.setattr(module, "BLOCK_ELEMENTS", 5000)
+    tiny_blocks = silhouette_scores(x, labelings)
+    for k in labelings:
+        assert tiny_blocks[k].score == pytest.approx(default[k].score, abs=1e-6)
