@@ -74,7 +74,8 @@ def test_reuse_assigns_the_same_clusters_without_fitting(tmp_path: Path) -> None
     assert second.search is None and second.summary["refit"] is False
     np.testing.assert_array_equal(first.labels, second.labels)
     model_dir = tmp_path / "models" / "m"
-    assert sorted(p.name for p in model_dir.iterdir()) == ["arrays.npz", "model.json"]
+    assert sorted(p.name for p in model_dir.iterdir()) == ["arrays.npz", "model.json",
+                                                           "surrogate.json"]
     with np.load(model_dir / "arrays.npz", allow_pickle=False) as arrays:
         assert arrays["centroids"].shape[0] == first.chosen_k
 

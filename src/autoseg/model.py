@@ -51,8 +51,12 @@ class SegmentationModel:
         """Cluster id of every prepared row: the nearest centroid."""
         return nearest_centroid(matrix, self.centroids)
 
-    def save(self, directory: Path) -> Path:
-        """Write the model atomically to ``directory`` (replacing an existing one)."""
+    def save(self, directory: Path, surrogate_json: bytes | bytearray | None = None) -> Path:
+        """Write the model atomically to ``directory`` (replacing an existing one).
+
+        ``surrogate_json`` is the explanation model in XGBoost's JSON format, saved as
+        ``surrogate.json`` beside the clustering state.
+        """
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
@@ -74,6 +78,8 @@ class SegmentationModel:
                 "extra": self.extra,
             }
             (staging / "model.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+            if surrogate_json is not None:
+                (staging / "surrogate.json").write_bytes(bytes(surrogate_json))
             old = directory.with_name(f".{directory.name}.old")
             if old.exists():
                 shutil.rmtree(old)

@@ -9,6 +9,7 @@ run summary, each swapped into place by a rename.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import os
@@ -29,6 +30,7 @@ from autoseg import __version__
 from autoseg.backend import select_backend
 from autoseg.config import RunConfig, TableName, parse_table_name
 from autoseg.errors import InputDataError, UsageError
+from autoseg.explain import Explanation, explain_clusters
 from autoseg.features import FeatureSpec, fit_features
 from autoseg.io import TableStore, TableWrite, open_store
 from autoseg.io.files import read_file
@@ -36,10 +38,13 @@ from autoseg.model import SegmentationModel, data_fingerprint
 from autoseg.profile import profile_table
 from autoseg.reduce import fit_projection
 from autoseg.search import SearchResult, search_k
+from autoseg.segments import profile_clusters
 
 log = logging.getLogger(__name__)
 
 CLUSTER_COLUMN = "cluster_id"
+LOW_FIDELITY = 0.8  # below this hold-out accuracy the explanations carry a warning
+PROJECTION_ROWS = 5000
 SUMMARY_FILE = "summary.json"
 _VERSIONED_PACKAGES = ("numpy", "pandas", "scikit-learn", "duckdb", "pyarrow", "xgboost")
 
@@ -56,6 +61,8 @@ class RunResult:
     output_table: str | None
     model_path: Path | None
     timings: dict[str, float] = field(default_factory=dict)
+    explanation: Explanation | None = None
+    projection_2d: dict[str, Any] | None = None
 
 
 class _Timer:
@@ -164,22 +171,34 @@ def _run(
         log.info("reused saved model %r (k=%d); no fitting", config.model_name, model.k)
 
     with timer.stage("explain"):
-        explanation = _explain_stage(spec, frame, labels, config)
+        readable = spec.readable(frame)
+        explanation, explanation_note = _explain_stage(readable, labels, model.k, config)
+        profiles = profile_clusters(
+            readable, labels, model.k,
+            explanation.shap_by_cluster if explanation is not None else None,
+            config.hide_table_contents, {f.column: f.kind for f in spec.numeric},
+        )
+        projection_2d = _projection_sample(matrix, labels, config.seed)
 
     sizes = np.bincount(labels, minlength=model.k).tolist()
     summary = _summary(config, frame, spec, profile, imputed, search, model, sizes, labels,
-                       device, device_reason, timer, explanation)
+                       device, device_reason, timer,
+                       _explanation_summary(explanation, explanation_note))
+    summary["clusters"] = profiles
 
     with timer.stage("write"):
         writes: list[TableWrite] = []
         if output_name is not None:
             out = source.append_column(CLUSTER_COLUMN, pa.array(labels, type=pa.int32()))
             writes.append(TableWrite(output_name, out, config.output_mode))
+        writes.extend(_export_writes(config, output_name, explanation))
         if writes:
             store.write_tables(writes)
         model_path = None
         if config.model_name and saved_model is None:
-            model_path = model.save(config.model_dir / config.model_name)
+            surrogate = (explanation.booster.save_raw(raw_format="json")
+                         if explanation is not None else None)
+            model_path = model.save(config.model_dir / config.model_name, surrogate)
     summary["timings_seconds"] = timer.seconds
     summary["outputs"] = {
         "output_table": str(output_name) if output_name else None,
@@ -191,15 +210,91 @@ def _run(
     return RunResult(
         labels=labels, chosen_k=model.k, search=search, summary=summary,
         summary_path=summary_path, output_table=str(output_name) if output_name else None,
-        model_path=model_path, timings=timer.seconds,
+        model_path=model_path, timings=timer.seconds, explanation=explanation,
+        projection_2d=projection_2d,
     )
 
 
 def _explain_stage(
-    spec: FeatureSpec, frame: pd.DataFrame, labels: np.ndarray, config: RunConfig
-) -> dict[str, Any] | None:
-    """Seam for the explanation stage (surrogate trees and SHAP), added in a later version."""
-    return None
+    readable: pd.DataFrame, labels: np.ndarray, k: int, config: RunConfig
+) -> tuple[Explanation | None, str | None]:
+    """Surrogate XGBoost, Gini importance and per-cluster SHAP; ``None`` with a reason when
+    the clustering cannot be explained (fewer than two non-empty clusters)."""
+    present = np.unique(labels)
+    if present.size < 2:
+        note = "only one non-empty cluster: nothing to explain"
+        log.warning("explanation skipped: %s", note)
+        return None, note
+    if present.size < k:
+        # A reused model may leave clusters empty; explain the clusters that exist.
+        remap = np.full(k, -1)
+        remap[present] = np.arange(present.size)
+        explanation = explain_clusters(readable, remap[labels], seed=config.seed)
+        table = explanation.shap_by_cluster.copy()
+        table["cluster_id"] = present[table["cluster_id"].to_numpy()]
+        explanation = dataclasses.replace(explanation, shap_by_cluster=table)
+    else:
+        explanation = explain_clusters(readable, labels, seed=config.seed)
+    if not np.isnan(explanation.fidelity) and explanation.fidelity < LOW_FIDELITY:
+        log.warning(
+            "explanation fidelity %.2f is low: the surrogate model reproduces the clusters "
+            "poorly, so read the explanations with care", explanation.fidelity,
+        )
+    return explanation, None
+
+
+def _explanation_summary(explanation: Explanation | None, note: str | None) -> dict[str, Any]:
+    if explanation is None:
+        return {"available": False, "note": note}
+    fidelity = None if np.isnan(explanation.fidelity) else float(explanation.fidelity)
+    return {
+        "available": True,
+        "fidelity": fidelity,
+        "low_fidelity_warning": fidelity is not None and fidelity < LOW_FIDELITY,
+        "n_train": explanation.n_train,
+        "n_holdout": explanation.n_holdout,
+        "n_shap_rows": explanation.n_shap_rows,
+        "rounds": explanation.n_rounds,
+        "device": explanation.device,
+        "feature_importance": explanation.feature_importance.to_dict(orient="records"),
+        "shap_by_cluster": explanation.shap_by_cluster.to_dict(orient="records"),
+    }
+
+
+def _export_writes(
+    config: RunConfig, output_name: TableName | None, explanation: Explanation | None
+) -> list[TableWrite]:
+    """Feature-importance and SHAP tables, named ``[dbname.]table`` (default: the output's db)."""
+    database = output_name.database if output_name else None
+    writes = []
+    for option, attribute in (("export_feature_importance", "feature_importance"),
+                              ("export_shap_values", "shap_by_cluster")):
+        target = getattr(config, option)
+        if not target:
+            continue
+        if explanation is None:
+            log.warning("--%s: no explanation to export; table not written",
+                        option.replace("_", "-"))
+            continue
+        name = parse_table_name(target, "--" + option.replace("_", "-"), database)
+        frame = getattr(explanation, attribute).reset_index(drop=True)
+        writes.append(TableWrite(name, frame, config.output_mode))
+    return writes
+
+
+def _projection_sample(matrix: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, Any]:
+    """A 2-D PCA view of a sample of rows, for the report's scatter plot."""
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(len(matrix), size=min(len(matrix), PROJECTION_ROWS),
+                              replace=False))
+    sample = matrix[rows].astype(np.float64)
+    centred = sample - sample.mean(axis=0)
+    if centred.shape[1] >= 2:
+        _, _, vt = np.linalg.svd(centred, full_matrices=False)
+        xy = centred @ vt[:2].T
+    else:
+        xy = np.column_stack([centred[:, 0], np.zeros(len(centred))])
+    return {"xy": xy.astype(np.float32), "labels": labels[rows]}
 
 
 def _read_input(config: RunConfig, store: TableStore) -> pa.Table:
