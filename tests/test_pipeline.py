@@ -142,3 +142,19 @@ def test_wide_table_is_reduced_with_pca(tmp_path: Path) -> None:
     assert result.summary["pca_components"] == 10
     assert result.summary["prepared_columns"] == 60
     assert adjusted_rand_score(group, result.labels) > 0.95
+
+
+def test_explanations_are_summarised_and_exported(tmp_path: Path) -> None:
+    _write_demo(tmp_path, rows=1500)
+    result = run(_config(tmp_path, input_table="demo.customers", output_table="demo.out",
+                         export_feature_importance="fi", export_shap_values="other.shap"))
+    explanation = result.summary["explanation"]
+    assert explanation["available"] and explanation["fidelity"] > 0.9
+    importance = _table(tmp_path, "demo.fi")  # defaults to the output table's database
+    assert list(importance.columns) == ["feature", "importance", "rank"]
+    assert importance["importance"].sum() == pytest.approx(1.0)
+    shap = _table(tmp_path, "other.shap")
+    assert list(shap.columns) == ["cluster_id", "feature", "mean_abs_shap", "mean_shap", "rank"]
+    assert sorted(shap["cluster_id"].unique()) == list(range(result.chosen_k))
+    descriptions = [c["description"] for c in result.summary["clusters"]]
+    assert all(d and d != "no distinguishing feature" for d in descriptions)
