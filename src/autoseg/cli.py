@@ -152,7 +152,7 @@ def demo_command(
 ) -> None:
     """Create a sample customer table in the embedded DuckDB and segment it end to end."""
     from autoseg.config import parse_table_name
-    from autoseg.demo import DEMO_MODEL, DEMO_OUTPUT_TABLE, DEMO_TABLE, make_customers
+    from autoseg.demo import DEMO_MODEL, DEMO_OUTPUT_TABLE, DEMO_TABLE, make_customers, to_arrow
     from autoseg.io import TableWrite, open_store
 
     config = build_config(
@@ -168,7 +168,7 @@ def demo_command(
     sample_store = open_store(config.store)
     try:
         sample_store.write_tables(
-            [TableWrite(parse_table_name(DEMO_TABLE, "demo"), frame, "overwrite")]
+            [TableWrite(parse_table_name(DEMO_TABLE, "demo"), to_arrow(frame), "overwrite")]
         )
     finally:
         sample_store.close()
@@ -186,8 +186,17 @@ def _execute(config: RunConfig) -> None:
     from autoseg.pipeline import run
     from autoseg.summary_console import print_run_summary
 
-    configure_logging(config.log_format)
-    result = run(config)
+    interactive = sys.stderr.isatty() and config.log_format == "text"
+    # On a terminal a spinner names the running stage and only warnings are logged; in a
+    # container or a pipe every stage is a plain (or JSON) log line instead.
+    configure_logging(config.log_format, logging.WARNING if interactive else logging.INFO)
+    if interactive:
+        from rich.console import Console
+
+        with Console(stderr=True).status("autoseg: starting") as status:
+            result = run(config, on_stage=lambda name: status.update(f"autoseg: {name}"))
+    else:
+        result = run(config)
     print_run_summary(result)
 
 
@@ -199,14 +208,17 @@ def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the app and turn errors into exit codes."""
     signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
-        app(args=argv, standalone_mode=False, prog_name="autoseg")
+        # Without standalone mode click does not exit: it returns the code of an Exit it
+        # caught, and turns Ctrl-C (KeyboardInterrupt) into Exit(130).
+        returned = app(args=argv, standalone_mode=False, prog_name="autoseg")
     except AutosegError as exc:
         print(f"autoseg: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.TyperException as exc:
-        if type(exc).__name__ == "NoArgsIsHelpError":  # help was printed
+        if type(exc).__name__ == "NoArgsIsHelpError":  # its message is the help text
+            typer.echo(exc.format_message())
             sys.exit(0)
         print(f"autoseg: error: {exc.format_message()} (see autoseg --help)", file=sys.stderr)
         sys.exit(EXIT_USAGE)
@@ -218,3 +230,7 @@ def main(argv: list[str] | None = None) -> None:
         print("autoseg: error: internal error (a bug); please report it with the log above",
               file=sys.stderr)
         sys.exit(EXIT_INTERNAL)
+    if returned == EXIT_INTERRUPTED:
+        print("autoseg: error: interrupted; nothing was written", file=sys.stderr)
+    if isinstance(returned, int) and returned:
+        sys.exit(returned)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 DEMO_TABLE = "demo.customers"
 DEMO_OUTPUT_TABLE = "demo.customers_segmented"
@@ -97,3 +98,10 @@ def make_customers(n_rows: int = 5000, seed: int = 7) -> tuple[pd.DataFrame, np.
     frame.loc[rng.random(n_rows) < 0.01, "annual_spend"] = np.nan
     frame.loc[rng.random(n_rows) < 0.01, "channel"] = None
     return frame, segment
+
+
+def to_arrow(frame: pd.DataFrame) -> pa.Table:
+    """The sample table as Arrow, with ``signup_date`` stored as a DATE as real exports do."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    index = table.schema.get_field_index("signup_date")
+    return table.set_column(index, "signup_date", table.column(index).cast(pa.date32()))

@@ -15,7 +15,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -68,13 +68,16 @@ class RunResult:
 class _Timer:
     """Wall time per stage, for the summary."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_stage: Callable[[str], None] | None = None) -> None:
         self.seconds: dict[str, float] = {}
+        self.on_stage = on_stage
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
         started = time.perf_counter()
         log.info("stage %s started", name)
+        if self.on_stage is not None:
+            self.on_stage(name)
         try:
             yield
         finally:
@@ -82,13 +85,15 @@ class _Timer:
             log.info("stage %s took %.2fs", name, self.seconds[name])
 
 
-def run(config: RunConfig) -> RunResult:
+def run(config: RunConfig, on_stage: Callable[[str], None] | None = None) -> RunResult:
     """Segment ``config.input_table`` and write every requested output.
 
     Parameters
     ----------
     config
         The validated run configuration.
+    on_stage
+        Called with a stage's name when it starts (the CLI shows it as progress).
 
     Returns
     -------
@@ -100,7 +105,7 @@ def run(config: RunConfig) -> RunResult:
     AutosegError
         Subclasses for user-fixable problems, each with a one-line message.
     """
-    timer = _Timer()
+    timer = _Timer(on_stage)
     backend = select_backend(config.device)
     _check_output_dir(config.output_dir)
     store = open_store(config.store)
@@ -393,16 +398,23 @@ def _k_values(config: RunConfig, n_rows: int) -> list[int]:
 
 
 def _check_output_dir(path: Path) -> None:
-    """Fail early (before any work) when the output directory cannot be written."""
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".autoseg-write-check-"):
-            pass
-    except OSError as exc:
+    """Fail early (before any work) when the output directory cannot be written.
+
+    Nothing is created here: a run that fails later leaves no empty directory behind.
+    """
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    problem = None
+    if not existing.is_dir():
+        problem = f"{str(existing)!r} is not a directory"
+    elif not os.access(existing, os.W_OK | os.X_OK):
+        problem = f"{str(existing)!r} is not writable"
+    if problem:
         raise UsageError(
-            f"--output-dir={str(path)!r} is not writable ({exc.strerror}): choose another "
-            "directory"
-        ) from None
+            f"--output-dir={str(path)!r} cannot be created or written ({problem}): choose "
+            "another directory"
+        )
 
 
 def _write_json_atomically(path: Path, data: dict[str, Any]) -> Path:
