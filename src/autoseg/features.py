@@ -393,8 +393,9 @@ def _fit_categorical(
     counts = text.value_counts()
     n_rows = len(sample)
     if len(counts) <= 1:
-        if sample.isna().any() and len(counts) == 1:
-            # one value or missing: presence itself may matter
+        present_share = len(non_null) / n_rows
+        if MIN_LEVEL_SHARE <= present_share <= 1 - MIN_LEVEL_SHARE:
+            # one value or missing: whether it is filled in may matter (e.g. a coupon code)
             return CategoricalFeature(column, [str(counts.index[0]), MISSING_LEVEL])
         return DroppedColumn(column, "single value")
     if len(counts) > 50 and len(counts) / len(non_null) > NEAR_UNIQUE_RATIO:

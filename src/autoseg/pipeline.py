@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from autoseg.io.files import read_file
 from autoseg.model import SegmentationModel, data_fingerprint
 from autoseg.profile import profile_table
 from autoseg.reduce import fit_projection
+from autoseg.report import write_report
 from autoseg.search import SearchResult, search_k
 from autoseg.segments import profile_clusters
 
@@ -46,6 +48,7 @@ CLUSTER_COLUMN = "cluster_id"
 LOW_FIDELITY = 0.8  # below this hold-out accuracy the explanations carry a warning
 PROJECTION_ROWS = 5000
 SUMMARY_FILE = "summary.json"
+REPORT_FILE = "report.html"
 _VERSIONED_PACKAGES = ("numpy", "pandas", "scikit-learn", "duckdb", "pyarrow", "xgboost")
 
 
@@ -211,7 +214,12 @@ def _run(
         "model": str(model_path) if model_path else None,
         "summary": str(config.output_dir / SUMMARY_FILE),
     }
+    summary["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
+    summary["outputs"]["report"] = str(config.output_dir / REPORT_FILE)
     summary_path = _write_json_atomically(config.output_dir / SUMMARY_FILE, summary)
+    with timer.stage("report"):
+        write_report(config.output_dir / REPORT_FILE, summary, projection_2d,
+                     config.hide_table_contents)
     return RunResult(
         labels=labels, chosen_k=model.k, search=search, summary=summary,
         summary_path=summary_path, output_table=str(output_name) if output_name else None,

@@ -35,3 +35,5 @@ def print_run_summary(result: RunResult, console: Console | None = None) -> None
     if outputs["model"]:
         console.print(f"model: {outputs['model']}")
     console.print(f"summary: {outputs['summary']}")
+    if outputs.get("report"):
+        console.print(f"report: {outputs['report']}")
