@@ -854,3 +854,30 @@ def test_module_errors_single_line_no_traceback(
     if code == 2:  # usage errors are found before logging starts: stderr is that one line
         assert len(lines) == 1, proc.stderr
     assert not ws.out.exists() or not any(ws.out.iterdir())
+
+
+def test_hide_table_contents_keeps_row_values_out_of_console_logs_and_files(
+    tmp_path: Path, invoke: Callable[[list[str]], Result]
+) -> None:
+    from autoseg.demo import make_customers
+
+    frame, _ = make_customers(600, seed=3)
+    frame.loc[5, "last_feedback"] = "sentinel-7c1d@example.com"
+    frame.loc[9, "annual_spend"] = 424242.4242
+    frame["email"] = [f"user{i}@example.com" for i in range(600)]
+    frame.loc[11, "email"] = "sentinel-7c1d@example.com"
+    path = tmp_path / "in.parquet"
+    frame.to_parquet(path)
+    out_dir = tmp_path / "out"
+    result = invoke(["run", "--input-table", str(path), "--hide-table-contents",
+                     "--output-dir", str(out_dir), "--model-dir", str(tmp_path / "m"),
+                     "--model-name", "m", "--store", f"duckdb:{tmp_path / 's.duckdb'}",
+                     "--max-clusters", "4"])
+    assert result.code == 0, result.err
+    assert "stage explain" in result.err  # the logs were captured
+    texts = [result.out, result.err, (out_dir / "summary.json").read_text(),
+             (out_dir / "report.html").read_text(),
+             (tmp_path / "m" / "m" / "model.json").read_text()]
+    for text in texts:
+        assert "sentinel-7c1d" not in text
+        assert "424242" not in text and "424,242" not in text
