@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from autoseg.errors import InputDataError
-from autoseg.features import CLIP, OTHER_LEVEL, FeatureSpec, fit_features
+from autoseg.features import CATEGORY_DISTANCE, CLIP, OTHER_LEVEL, FeatureSpec, fit_features
 from autoseg.search import search_k
 
 
@@ -88,8 +87,8 @@ def test_rare_levels_fold_into_other_and_weights_are_bounded() -> None:
     assert OTHER_LEVEL in levels and "holand" not in levels
     matrix, _ = spec.transform(frame)
     block = matrix[:, 1:]
-    # two rows of different categories are sqrt(2) apart, whatever the categories' shares
-    assert np.linalg.norm(block[0] - block[-1]) == pytest.approx(math.sqrt(2), rel=1e-6) or (
+    # two rows of different categories are CATEGORY_DISTANCE apart, whatever their shares
+    assert np.linalg.norm(block[0] - block[-1]) == pytest.approx(CATEGORY_DISTANCE) or (
         country[-1] == "holand"
     )
     assert np.abs(matrix).max() <= max(CLIP, 1.0)
