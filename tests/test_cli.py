@@ -285,6 +285,8 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "foreign_key": ("fk", "fk"),
     "rowid_column": ("id", "id"),
     "store": ("duckdb:other.duckdb", "duckdb:other.duckdb"),
+    "td_engine": ("hive", "hive"),
+    "cdp_endpoint": ("https://cdp.example.test", "https://cdp.example.test"),
     "output_dir": ("od", Path("od")),
     "model_dir": ("md", Path("md")),
     "seed": ("5", 5),
@@ -295,11 +297,12 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "log_format": ("json", "json"),
 }
 # Parameters that need companions to form a valid configuration.
+_TD = {"store": "td", "input_table": "shop.customers", "output_table": "shop.segments"}
 COMPANIONS: dict[str, dict[str, str]] = {
     "force_refit": {"model_name": "m"},
-    "audience_name": {"foreign_key": "fk", "rowid_column": "id"},
-    "foreign_key": {"audience_name": "aud", "rowid_column": "id"},
-    "rowid_column": {"audience_name": "aud", "foreign_key": "fk"},
+    "audience_name": {"foreign_key": "fk", "rowid_column": "id", **_TD},
+    "foreign_key": {"audience_name": "aud", "rowid_column": "id", **_TD},
+    "rowid_column": {"audience_name": "aud", "foreign_key": "fk", **_TD},
 }
 
 
@@ -529,14 +532,6 @@ ERROR_CASES: list[tuple[str, Callable[[Workspace], list[str]], int, str]] = [
      r"Invalid value for '--max-clusters'"),
     ("unknown-option", lambda w: ["--input-table", "s.t", "--max-cluster", "3"], 2,
      r"No such option: --max-cluster"),
-    ("rowid-not-a-column",
-     lambda w: ["--input-table", "s.t", "--audience-name", "a", "--foreign-key", "fk",
-                "--rowid-column", "nope"], 3,
-     r"--rowid-column='nope' is not a column of the input"),
-    ("rowid-not-unique",
-     lambda w: ["--input-table", "s.t", "--audience-name", "a", "--foreign-key", "fk",
-                "--rowid-column", "channel"], 3,
-     r"--rowid-column='channel' is not unique"),
 ]
 
 
@@ -643,7 +638,7 @@ def test_bad_value_from_environment_names_the_option(
 def test_internal_error_exit_1(
     ws: Workspace, invoke: Callable, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def boom(config: RunConfig) -> None:
+    def boom(config: RunConfig, **_: object) -> None:
         raise RuntimeError("unexpected")
 
     monkeypatch.setattr("autoseg.pipeline.run", boom)
@@ -656,7 +651,7 @@ def test_internal_error_exit_1(
 
 def test_sigterm_exit_130(ws: Workspace, invoke: Callable,
                           monkeypatch: pytest.MonkeyPatch) -> None:
-    def terminated(config: RunConfig) -> None:
+    def terminated(config: RunConfig, **_: object) -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
     monkeypatch.setattr("autoseg.pipeline.run", terminated)
@@ -666,7 +661,7 @@ def test_sigterm_exit_130(ws: Workspace, invoke: Callable,
 
 def test_interrupt_exit_130(ws: Workspace, invoke: Callable,
                             monkeypatch: pytest.MonkeyPatch) -> None:
-    def interrupted(config: RunConfig) -> None:
+    def interrupted(config: RunConfig, **_: object) -> None:
         raise KeyboardInterrupt
 
     monkeypatch.setattr("autoseg.pipeline.run", interrupted)

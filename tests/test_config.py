@@ -177,7 +177,7 @@ def test_values_are_coerced(name: str, raw: Any, expected: Any) -> None:
         ({"audience_name": "aud", "rowid_column": "id"}, r"also give --foreign-key$"),
         ({"foreign_key": "fk", "rowid_column": "id"}, r"also give --audience-name$"),
         ({"store": "postgres://db"},
-         r"^--store='postgres://db' is not supported: use `duckdb:PATH`$"),
+         r"^--store='postgres://db' is not supported: use `duckdb:PATH` or `td`$"),
     ],
 )
 def test_invalid_values_raise_one_line_usage_errors(values: dict[str, Any], match: str) -> None:
@@ -188,8 +188,20 @@ def test_invalid_values_raise_one_line_usage_errors(values: dict[str, Any], matc
 
 
 def test_audience_enabled_needs_all_three() -> None:
-    config = _config(audience_name="aud", foreign_key="fk", rowid_column="id")
+    config = _config(audience_name="aud", foreign_key="fk", rowid_column="id", store="td",
+                     input_table="shop.customers", output_table="shop.segments")
     assert config.audience_enabled
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [({"input_table": "shop.customers", "output_table": "shop.segments"},
+      r"needs --store td"),
+     ({"store": "td", "input_table": "shop.customers"}, r"needs --output-table")],
+)
+def test_audience_needs_td_and_an_output_table(extra: dict, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        _config(audience_name="aud", foreign_key="fk", rowid_column="id", **extra)
 
 
 def test_file_inputs_skip_the_table_name_rule() -> None:

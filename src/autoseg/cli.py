@@ -9,6 +9,7 @@ Library errors become one-line messages and the documented exit codes (see
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -120,6 +121,8 @@ def run_command(
     foreign_key: str = _opt("foreign_key"),
     rowid_column: str = _opt("rowid_column"),
     store: str = _opt("store"),
+    td_engine: str = _opt("td_engine"),
+    cdp_endpoint: str = _opt("cdp_endpoint"),
     output_dir: str = _opt("output_dir"),
     model_dir: str = _opt("model_dir"),
     seed: int = _opt("seed"),
@@ -194,9 +197,10 @@ def _execute(config: RunConfig) -> None:
         from rich.console import Console
 
         with Console(stderr=True).status("autoseg: starting") as status:
-            result = run(config, on_stage=lambda name: status.update(f"autoseg: {name}"))
+            result = run(config, on_stage=lambda name: status.update(f"autoseg: {name}"),
+                         environ=os.environ)
     else:
-        result = run(config)
+        result = run(config, environ=os.environ)
     print_run_summary(result)
 
 

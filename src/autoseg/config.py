@@ -89,7 +89,14 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("rowid_column", "str", None,
               "Primary key column of the input table; join key of the attribute table."),
     Parameter("store", "str", "duckdb:autoseg.duckdb",
-              "Where `dbname.table_name` names live: `duckdb:PATH`."),
+              "Where `dbname.table_name` names live: `duckdb:PATH`, or `td` for Treasure Data "
+              "(TD_API_KEY and TD_API_SERVER from the environment)."),
+    Parameter("td_engine", "choice", "presto",
+              "Treasure Data engine that reads the input: `presto` or `hive`.",
+              choices=("presto", "hive")),
+    Parameter("cdp_endpoint", "str", None,
+              "CDP API endpoint for the audience integration; derived from TD_API_SERVER when "
+              "not given."),
     Parameter("output_dir", "path", "autoseg-output",
               "Directory for the run summary and report."),
     Parameter("model_dir", "path", "autoseg-models", "Directory for saved models."),
@@ -141,6 +148,8 @@ class RunConfig:
     foreign_key: str | None = None
     rowid_column: str | None = None
     store: str = "duckdb:autoseg.duckdb"
+    td_engine: str = "presto"
+    cdp_endpoint: str | None = None
     output_dir: Path = field(default_factory=lambda: Path("autoseg-output"))
     model_dir: Path = field(default_factory=lambda: Path("autoseg-models"))
     seed: int = 0
@@ -368,7 +377,35 @@ def _check_consistency(values: dict[str, Any]) -> None:
             "audience integration needs all of --audience-name, --foreign-key and "
             f"--rowid-column: also give {', '.join(missing)}"
         )
-    if not values["store"].startswith("duckdb:"):
+    store = values["store"]
+    if store != "td" and not store.startswith("duckdb:"):
+        raise UsageError(f"--store={store!r} is not supported: use `duckdb:PATH` or `td`")
+    if store == "td":
+        _check_td_names(values)
+    if given and store != "td":
         raise UsageError(
-            f"--store={values['store']!r} is not supported: use `duckdb:PATH`"
+            "audience integration (--audience-name) needs --store td: the attribute table "
+            "must live in Treasure Data"
         )
+    if given and not values["output_table"]:
+        raise UsageError(
+            "audience integration needs --output-table: the segments are built on that table"
+        )
+
+
+def _check_td_names(values: dict[str, Any]) -> None:
+    """Treasure Data names need a database and TD's characters; checked before any call."""
+    from autoseg.io.td_store import validate_td_table_name
+
+    output_db = None
+    if values["output_table"]:
+        output = parse_table_name(values["output_table"], "--output-table")
+        validate_td_table_name(output, "--output-table")
+        output_db = output.database
+    if not is_file_input(values["input_table"]):
+        validate_td_table_name(parse_table_name(values["input_table"], "--input-table"),
+                               "--input-table")
+    for name in ("export_feature_importance", "export_shap_values"):
+        if values[name]:
+            flag = PARAMETERS_BY_NAME[name].flag
+            validate_td_table_name(parse_table_name(values[name], flag, output_db), flag)

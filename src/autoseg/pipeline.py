@@ -15,7 +15,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,6 +28,7 @@ import pandas as pd
 import pyarrow as pa
 
 from autoseg import __version__
+from autoseg.audience import CDPClient, cdp_client_from_environment, sync_audience
 from autoseg.backend import select_backend
 from autoseg.config import RunConfig, TableName, parse_table_name
 from autoseg.errors import InputDataError, UsageError
@@ -88,7 +89,12 @@ class _Timer:
             log.info("stage %s took %.2fs", name, self.seconds[name])
 
 
-def run(config: RunConfig, on_stage: Callable[[str], None] | None = None) -> RunResult:
+def run(
+    config: RunConfig,
+    on_stage: Callable[[str], None] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> RunResult:
     """Segment ``config.input_table`` and write every requested output.
 
     Parameters
@@ -97,6 +103,9 @@ def run(config: RunConfig, on_stage: Callable[[str], None] | None = None) -> Run
         The validated run configuration.
     on_stage
         Called with a stage's name when it starts (the CLI shows it as progress).
+    environ
+        Environment holding ``TD_API_KEY`` / ``TD_API_SERVER`` for ``--store td`` and the
+        audience integration (the CLI passes ``os.environ``; the library never reads it).
 
     Returns
     -------
@@ -111,15 +120,19 @@ def run(config: RunConfig, on_stage: Callable[[str], None] | None = None) -> Run
     timer = _Timer(on_stage)
     backend = select_backend(config.device)
     _check_output_dir(config.output_dir)
-    store = open_store(config.store)
+    store = open_store(config.store, environ, config.td_engine)
     try:
-        return _run(config, store, backend.name, backend.reason, timer)
+        # Credentials and the CDP endpoint are checked before any work starts.
+        cdp = (cdp_client_from_environment(environ or {}, config.cdp_endpoint)
+               if config.audience_enabled else None)
+        return _run(config, store, cdp, backend.name, backend.reason, timer)
     finally:
         store.close()
 
 
 def _run(
-    config: RunConfig, store: TableStore, device: str, device_reason: str, timer: _Timer
+    config: RunConfig, store: TableStore, cdp: CDPClient | None, device: str,
+    device_reason: str, timer: _Timer,
 ) -> RunResult:
     output_name = parse_table_name(config.output_table, "--output-table") if config.output_table \
         else None
@@ -137,6 +150,7 @@ def _run(
         frame = source.to_pandas()
     _check_input(frame, config, saved_model)
     if output_name is not None:
+        store.check_columns(output_name, [*source.column_names, CLUSTER_COLUMN])
         _check_output_table(store, output_name, frame, config.output_mode)
 
     with timer.stage("profile"):
@@ -207,6 +221,18 @@ def _run(
             surrogate = (explanation.booster.save_raw(raw_format="json")
                          if explanation is not None else None)
             model_path = model.save(config.model_dir / config.model_name, surrogate)
+    if cdp is not None and output_name is not None:
+        with timer.stage("audience"):
+            audience = sync_audience(
+                cdp, audience_name=str(config.audience_name),
+                output_database=str(output_name.database), output_table=output_name.table,
+                rowid_column=str(config.rowid_column), foreign_key=str(config.foreign_key),
+                clusters=profiles,
+            )
+        summary["audience"] = audience
+        log.info("audience %r: %d segments created, %d updated, %d removed",
+                 config.audience_name, audience.get("created", 0), audience.get("updated", 0),
+                 audience.get("deleted", 0))
     summary["timings_seconds"] = timer.seconds
     summary["outputs"] = {
         "output_table": str(output_name) if output_name else None,

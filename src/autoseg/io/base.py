@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,15 +39,28 @@ class TableStore(Protocol):
         """Write every table, all or nothing: on failure every table is as it was."""
         ...
 
+    def check_columns(self, name: TableName, columns: list[str]) -> None:
+        """Refuse, before any work, columns this store would rename or cannot hold."""
+        ...
+
     def close(self) -> None:
         """Release connections."""
         ...
 
 
-def open_store(spec: str) -> TableStore:
-    """Open the store named by ``--store`` (``duckdb:PATH``)."""
+def open_store(spec: str, environ: Mapping[str, str] | None = None,
+               td_engine: str = "presto") -> TableStore:
+    """Open the store named by ``--store``: ``duckdb:PATH`` or ``td``.
+
+    ``environ`` (``os.environ``, passed in by the CLI) supplies ``TD_API_KEY`` and
+    ``TD_API_SERVER`` for Treasure Data; the library never reads the environment itself.
+    """
     if spec.startswith("duckdb:"):
         from autoseg.io.duckdb_store import DuckDBStore
 
         return DuckDBStore(spec.removeprefix("duckdb:") or "autoseg.duckdb")
-    raise UsageError(f"--store={spec!r} is not supported: use `duckdb:PATH`")
+    if spec == "td":
+        from autoseg.io.td_store import td_store_from_environment
+
+        return td_store_from_environment(environ or {}, td_engine)
+    raise UsageError(f"--store={spec!r} is not supported: use `duckdb:PATH` or `td`")

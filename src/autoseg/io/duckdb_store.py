@@ -131,6 +131,9 @@ class DuckDBStore:
                 ) from None
             raise
 
+    def check_columns(self, name: TableName, columns: list[str]) -> None:
+        """DuckDB keeps every column name as given: nothing to refuse."""
+
     def close(self) -> None:
         """Close the connection."""
         if self._conn is not None:
