@@ -128,6 +128,7 @@ def run_command(
     seed: int = _opt("seed"),
     device: str = _opt("device"),
     kmeans_restarts: int = _opt("kmeans_restarts"),
+    search_sample_size: int = _opt("search_sample_size"),
     silhouette_exact_max_rows: int = _opt("silhouette_exact_max_rows"),
     silhouette_sample_size: int = _opt("silhouette_sample_size"),
     log_format: str = _opt("log_format"),

@@ -105,6 +105,10 @@ PARAMETERS: tuple[Parameter, ...] = (
               "`auto` (GPU when usable, else CPU), `cpu` or `gpu`.", choices=DEVICES),
     Parameter("kmeans_restarts", "int", 10,
               "k-means++ restarts per k; the best (lowest inertia) is kept.", minimum=1),
+    Parameter("search_sample_size", "int", 20_000,
+              "Rows the k search runs on when the table has more than "
+              "--silhouette-exact-max-rows; the chosen k is then fitted on all rows, "
+              "warm-started from the sample's centroids.", minimum=100),
     Parameter("silhouette_exact_max_rows", "int", 50_000,
               "Compute the silhouette exactly up to this many rows; beyond, estimate it.",
               minimum=2),
@@ -155,6 +159,7 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     kmeans_restarts: int = 10
+    search_sample_size: int = 20_000
     silhouette_exact_max_rows: int = 50_000
     silhouette_sample_size: int = 20_000
     log_format: str = "text"

@@ -40,7 +40,7 @@ from autoseg.model import SegmentationModel, data_fingerprint
 from autoseg.profile import profile_table
 from autoseg.reduce import fit_projection
 from autoseg.report import write_report
-from autoseg.search import SearchResult, search_k
+from autoseg.search import SearchResult, refit_on_all_rows, search_k
 from autoseg.segments import profile_clusters
 
 log = logging.getLogger(__name__)
@@ -171,14 +171,30 @@ def _run(
                          100 * projection.explained_variance_ratio)
                 matrix = projection.transform(matrix)
         k_values = _k_values(config, len(frame))
+        n_rows = matrix.shape[0]
+        # Tables up to silhouette_exact_max_rows are searched whole with exact silhouettes;
+        # larger ones on a uniform sample of search_sample_size rows.
+        sampled = n_rows > max(config.silhouette_exact_max_rows, config.search_sample_size)
         with timer.stage("search"):
+            # Restarts and silhouettes are affordable on a sample; the chosen k is then fitted
+            # on every row below. Small tables are searched whole.
+            search_rows = (np.sort(np.random.default_rng(config.seed).choice(
+                n_rows, size=config.search_sample_size, replace=False)) if sampled else None)
             search = search_k(
-                matrix, k_values, restarts=config.kmeans_restarts, seed=config.seed,
+                matrix[search_rows] if sampled else matrix, k_values,
+                restarts=config.kmeans_restarts, seed=config.seed,
                 exact_max_rows=config.silhouette_exact_max_rows,
                 sample_size=config.silhouette_sample_size,
+                population_rows=n_rows if sampled else None,
             )
+        centroids = search.centroids
+        if sampled:
+            with timer.stage("fit_all_rows"):
+                centroids, inertia = refit_on_all_rows(matrix, centroids, config.seed)
+                log.info("k=%d refitted on all %d rows (inertia %.6g)", search.chosen_k,
+                         n_rows, inertia)
         model = SegmentationModel(
-            spec=spec, centroids=search.centroids, projection=projection, k=search.chosen_k,
+            spec=spec, centroids=centroids, projection=projection, k=search.chosen_k,
             fingerprint=data_fingerprint(frame),
         )
         with timer.stage("assign"):
@@ -517,6 +533,7 @@ def _summary(
         summary["chosen_reason"] = search.reason
         summary["silhouette"] = {
             "exact": search.silhouette_exact,
+            "search_rows": len(search.labels),
             "points_scored": search.silhouette_points,
             "per_cluster": search.per_cluster_silhouette,
         }

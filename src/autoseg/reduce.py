@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 from sklearn.decomposition import PCA
 
+FIT_SAMPLE_ROWS = 200_000
+
 
 @dataclass
 class Projection:
@@ -16,9 +18,13 @@ class Projection:
     components: np.ndarray  # (n_components, d)
     explained_variance_ratio: float
 
-    def transform(self, x: np.ndarray) -> np.ndarray:
-        """Project rows of ``x`` (float32 in, float32 out)."""
-        return ((x - self.mean) @ self.components.T).astype(np.float32, copy=False)
+    def transform(self, x: np.ndarray, chunk_rows: int = 262_144) -> np.ndarray:
+        """Project rows of ``x`` (float32 in, float32 out), in chunks to bound memory."""
+        out = np.empty((x.shape[0], self.components.shape[0]), dtype=np.float32)
+        for start in range(0, x.shape[0], chunk_rows):
+            block = x[start : start + chunk_rows]
+            out[start : start + chunk_rows] = (block - self.mean) @ self.components.T
+        return out
 
 
 def fit_projection(x: np.ndarray, threshold: int, seed: int = 0) -> Projection | None:
@@ -37,6 +43,10 @@ def fit_projection(x: np.ndarray, threshold: int, seed: int = 0) -> Projection |
     if d <= threshold:
         return None
     n_components = min(threshold, n)
+    if n > FIT_SAMPLE_ROWS:
+        # the principal axes are stable long before millions of rows; fit on a sample
+        rows = np.random.default_rng(seed).choice(n, size=FIT_SAMPLE_ROWS, replace=False)
+        x = x[np.sort(rows)]
     pca = PCA(n_components=n_components, random_state=seed).fit(x)
     return Projection(
         mean=pca.mean_.astype(np.float32),

@@ -84,6 +84,7 @@ def search_k(
     seed: int,
     exact_max_rows: int,
     sample_size: int,
+    population_rows: int | None = None,
 ) -> SearchResult:
     """Fit every candidate k, score it, and choose the k with the highest mean silhouette.
 
@@ -97,8 +98,9 @@ def search_k(
         k-means++ starts per k.
     seed
         Seed for k-means and the silhouette sample.
-    exact_max_rows, sample_size
-        Silhouette settings, see :func:`autoseg.silhouette.silhouette_scores`.
+    exact_max_rows, sample_size, population_rows
+        Silhouette settings, see :func:`autoseg.silhouette.silhouette_scores`;
+        ``population_rows`` when ``x`` is a sample of a larger table.
 
     Returns
     -------
@@ -134,7 +136,7 @@ def search_k(
         raise _no_valid_k(candidates)
     scores = silhouette_scores(
         x, {k: fit[1] for k, fit in fits.items()}, exact_max_rows=exact_max_rows,
-        sample_size=sample_size, seed=seed,
+        sample_size=sample_size, seed=seed, population_rows=population_rows,
     )
     for k, score in scores.items():
         candidates[k].silhouette = score.score
@@ -160,7 +162,7 @@ def search_k(
         reason=reason,
         centroids=fits[best_k][0],
         labels=fits[best_k][1],
-        silhouette_exact=best.exact,
+        silhouette_exact=best.exact and population_rows is None,
         silhouette_points=best.n_points,
         per_cluster_silhouette=list(best.per_cluster),
     )
@@ -174,3 +176,18 @@ def _no_valid_k(candidates: dict[int, KCandidate]) -> Exception:
         f"no candidate k could be used: {first.rejected}; lower --max-clusters/--num-clusters "
         "or give a table with more distinct rows"
     )
+
+
+def refit_on_all_rows(x: np.ndarray, centroids: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
+    """Lloyd iterations on every row, started from centroids found on a sample.
+
+    The k search runs on a sample (restarts are cheap there); one warm-started fit on all rows
+    then moves the centroids to the whole table's optimum. Returns the centroids and inertia.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        model = KMeans(
+            n_clusters=centroids.shape[0], init=centroids.astype(x.dtype), n_init=1,
+            random_state=seed, algorithm="lloyd",
+        ).fit(x)
+    return model.cluster_centers_.astype(np.float32), float(model.inertia_)

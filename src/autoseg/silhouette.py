@@ -45,6 +45,7 @@ def silhouette_scores(
     exact_max_rows: int = 50_000,
     sample_size: int = 20_000,
     seed: int = 0,
+    population_rows: int | None = None,
     xp: Any = np,
 ) -> dict[int, SilhouetteScore]:
     """Mean silhouette coefficient of every labelling of the same rows.
@@ -61,6 +62,10 @@ def silhouette_scores(
         Number of points scored (each against all ``n`` rows) when sampling.
     seed
         Seed of the point sample.
+    population_rows
+        When ``x`` is itself a uniform sample of a larger table of this many rows, the
+        standard error also accounts for that sampling (scores are then estimates of the whole
+        table's silhouette even when every row of ``x`` is scored).
     xp
         Array namespace (``numpy`` or ``cupy``).
 
@@ -98,7 +103,7 @@ def silhouette_scores(
         sizes = np.bincount(host_labels[key], minlength=k).astype(np.float64)
         s = _point_silhouettes(block, own, sizes)
         mask = members[key]
-        results[key] = _combine(s[mask], own[mask], sizes, n, exact)
+        results[key] = _combine(s[mask], own[mask], sizes, n, exact, population_rows)
     return results
 
 
@@ -195,9 +200,15 @@ def _point_silhouettes(sums: np.ndarray, own: np.ndarray, sizes: np.ndarray) -> 
 
 
 def _combine(
-    s: np.ndarray, own: np.ndarray, sizes: np.ndarray, n: int, exact: bool
+    s: np.ndarray, own: np.ndarray, sizes: np.ndarray, n: int, exact: bool,
+    population_rows: int | None = None,
 ) -> SilhouetteScore:
-    """Post-stratified mean over clusters and its standard error."""
+    """Post-stratified mean over clusters and its standard error.
+
+    Exact scores of a table that is itself a sample of ``population_rows`` rows get the
+    standard error of that sample (cluster sizes scale with the sampling fraction).
+    """
+    outer_fraction = n / population_rows if population_rows and population_rows > n else None
     k = sizes.size
     per_cluster = []
     estimate = 0.0
@@ -213,6 +224,8 @@ def _combine(
         if not exact and sc.size > 1:
             fpc = 1.0 - sc.size / sizes[c]
             variance += weight**2 * sc.var(ddof=1) / sc.size * fpc
+        elif exact and outer_fraction is not None and sc.size > 1:
+            variance += weight**2 * sc.var(ddof=1) / sc.size * (1.0 - outer_fraction)
     if exact:
         estimate = float(s.mean())
     return SilhouetteScore(
