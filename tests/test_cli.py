@@ -292,6 +292,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "seed": ("5", 5),
     "device": ("cpu", "cpu"),
     "kmeans_restarts": ("3", 3),
+    "search_sample_size": ("300", 300),
     "silhouette_exact_max_rows": ("100", 100),
     "silhouette_sample_size": ("200", 200),
     "log_format": ("json", "json"),
