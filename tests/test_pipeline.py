@@ -163,9 +163,9 @@ def test_explanations_are_summarised_and_exported(tmp_path: Path) -> None:
 def test_large_table_is_searched_on_a_sample_and_fitted_on_all_rows(tmp_path: Path) -> None:
     planted = _write_demo(tmp_path, rows=3000)
     result = run(_config(tmp_path, input_table="demo.customers", output_table="demo.out",
-                         silhouette_exact_max_rows=1000, search_sample_size=800))
+                         silhouette_exact_max_rows=2000, search_sample_size=1500))
     summary = result.summary
-    assert summary["silhouette"]["search_rows"] == 800
+    assert summary["silhouette"]["search_rows"] == 1500
     assert summary["silhouette"]["exact"] is False
     chosen = next(c for c in summary["k_search"] if c["k"] == result.chosen_k)
     assert 0 < chosen["silhouette_stderr"] < 0.05
