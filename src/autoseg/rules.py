@@ -115,7 +115,6 @@ class ClusterRule:
     text: str
     f1: float = 0.0
     cluster_size: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-able representation (aggregates and thresholds only, no row values)."""
@@ -440,6 +439,7 @@ class _Problem:
         self.target = target
         self.w_neg, self.w_pos = weights
         self._sorted: dict[int, np.ndarray] = {}
+        self._rank_levels: dict[int, list[str]] = {}  # category levels in tree-rank order
 
     @classmethod
     def build(
@@ -521,7 +521,6 @@ class _Problem:
     def _design(self) -> np.ndarray:
         """Tree input: numbers as they are, categories by the rank of their member share."""
         matrix = np.empty((len(self.target), len(self.columns)), dtype=np.float64)
-        self._rank_levels: dict[int, list[str]] = {}
         for i, col in enumerate(self.columns):
             if col.kind != "category":
                 matrix[:, i] = self.numbers[i]
