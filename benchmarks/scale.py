@@ -20,8 +20,9 @@ is its own:
   k wins; labels written to DuckDB too. No explanation, no report.
 
 Recorded: wall time, peak RSS, chosen k, silhouette (with standard error for ours) and the
-adjusted Rand index against the planted segments. Results go to
-``benchmarks/results/scale.json`` and, with ``--write-results``, to ``benchmarks/RESULTS.md``.
+adjusted Rand index against the planted segments; with ``--check-4x`` also the k a search on a
+4x larger sample (80,000 rows) chooses. Results go to ``benchmarks/results/scale.json``;
+``benchmarks/RESULTS.md`` quotes them with the machine, the commands and the date.
 """
 
 from __future__ import annotations
@@ -176,15 +177,18 @@ def _ari(truth: np.ndarray, labels: np.ndarray) -> float:
     return float(adjusted_rand_score(truth[rows], labels[rows]))
 
 
-def run_ours(path: Path, work: Path, seed: int) -> dict[str, object]:
+def run_ours(path: Path, work: Path, seed: int, extra: list[str] | None = None
+             ) -> dict[str, object]:
     import duckdb
 
+    work.mkdir(parents=True, exist_ok=True)
     db = work / "ours.duckdb"
     out = work / "ours-output"
     wall, rss, _ = _measure([
         sys.executable, "-m", "autoseg", "run", "--input-table", str(path),
         "--output-table", "bench.segments", "--store", f"duckdb:{db}", "--output-dir", str(out),
         "--model-dir", str(work / "models"), "--seed", str(seed), "--log-format", "json",
+        *(extra or []),
     ])
     summary = json.loads((out / "summary.json").read_text())
     with duckdb.connect(str(db)) as conn:
@@ -219,7 +223,8 @@ def main() -> None:
     parser.add_argument("--rows", type=int, action="append", help="table size (repeatable)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-baseline", action="store_true")
-    parser.add_argument("--write-results", action="store_true")
+    parser.add_argument("--check-4x", action="store_true",
+                        help="also search on a 4x larger sample and record the k it chooses")
     args = parser.parse_args()
     sizes = args.rows or [100_000]
     RESULTS.mkdir(parents=True, exist_ok=True)
@@ -239,6 +244,15 @@ def main() -> None:
             print(f"  ours:     {ours['wall_seconds']:8.1f}s {ours['peak_rss_mib']:8.0f} MiB "
                   f"k={ours['chosen_k']} silhouette={ours['silhouette']:.4f}"
                   f"+-{ours['silhouette_stderr']:.4f} ARI={ours['ari_planted']:.3f}")
+            if args.check_4x:
+                larger = 4 * 20_000
+                check = run_ours(path, Path(tmp) / "x4", args.seed,
+                                 ["--search-sample-size", str(larger)])
+                check.pop("labels")
+                entry["ours_4x_sample"] = {key: check[key] for key in (
+                    "chosen_k", "silhouette", "silhouette_stderr", "wall_seconds", "search_rows")}
+                print(f"  4x sample ({larger:,} rows): k={check['chosen_k']} "
+                      f"silhouette={check['silhouette']:.4f}+-{check['silhouette_stderr']:.4f}")
             if not args.skip_baseline:
                 base = run_baseline(path, Path(tmp), args.seed)
                 base["ari_planted"] = _ari(truth, base.pop("labels"))
