@@ -278,6 +278,11 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "num_clusters": ("3", 3),
     "ignore_columns": ("a,b", ("a", "b")),
     "dimension_reduction_threshold": ("7", 7),
+    "min_cluster_size": ("0.05", "0.05"),
+    "prefer_stable": ("true", True),
+    "stability_runs": ("0", 0),
+    "export_segment_rules": ("db.rules", "db.rules"),
+    "segment_rules": ("true", True),
     "export_feature_importance": ("db.fi", "db.fi"),
     "export_shap_values": ("db.shap", "db.shap"),
     "hide_table_contents": ("true", True),
@@ -304,6 +309,7 @@ COMPANIONS: dict[str, dict[str, str]] = {
     "audience_name": {"foreign_key": "fk", "rowid_column": "id", **_TD},
     "foreign_key": {"audience_name": "aud", "rowid_column": "id", **_TD},
     "rowid_column": {"audience_name": "aud", "foreign_key": "fk", **_TD},
+    "segment_rules": {"audience_name": "aud", "foreign_key": "fk", "rowid_column": "id", **_TD},
 }
 
 
@@ -325,6 +331,8 @@ def _flag_args(values: dict[str, str]) -> list[str]:
             argv.append("--force-refit" if raw == "true" else "--no-force-refit")
         elif name == "hide_table_contents":
             argv.append("--hide-table-contents" if raw == "true" else "--show-table-contents")
+        elif name in ("prefer_stable", "segment_rules"):
+            argv.append(flag if raw == "true" else "--no-" + flag[2:])
         else:
             argv += [flag, raw]
     return argv
@@ -876,4 +884,5 @@ def test_hide_table_contents_keeps_row_values_out_of_console_logs_and_files(
              (tmp_path / "m" / "m" / "model.json").read_text()]
     for text in texts:
         assert "sentinel-7c1d" not in text
-        assert "424242" not in text and "424,242" not in text
+        # with the decimals: a ratio such as 0.9242424242 holds "424242" by chance
+        assert "424242.4" not in text and "424,242" not in text

@@ -173,3 +173,59 @@ def test_large_table_is_searched_on_a_sample_and_fitted_on_all_rows(tmp_path: Pa
     assert len(result.labels) == 3000 and sum(summary["cluster_sizes"]) == 3000
     assert result.chosen_k == 4
     assert adjusted_rand_score(planted, result.labels) > 0.8
+
+
+def test_rules_stability_and_min_cluster_size(tmp_path: Path) -> None:
+    _write_demo(tmp_path, rows=2000)
+    result = run(_config(tmp_path, input_table="demo.customers", output_table="demo.out",
+                         export_segment_rules="rules", min_cluster_size="0.2",
+                         max_clusters=6))
+    summary = result.summary
+    rejected = {c["k"]: c["rejected"] for c in summary["k_search"]}
+    # the loyal-high-spender and new-app-user segments are under 20% of rows
+    assert all(
+        (rejected[c["k"]] is not None) == (min(c["sizes"]) < 0.2 * 2000)
+        for c in summary["k_search"]
+    )
+    assert min(summary["cluster_sizes"]) >= 0.2 * 2000 * 0.9  # refit may move a few rows
+    assert all(c["stability"] is not None for c in summary["k_search"] if c["rejected"] is None)
+    rules = _table(tmp_path, "demo.rules")
+    assert list(rules.columns) == ["cluster_id", "rule", "precision", "recall", "support"]
+    assert len(rules) == result.chosen_k
+    for cluster in summary["clusters"]:
+        assert cluster["rule"]["text"] and cluster["rule"]["precision"] > 0.5
+
+
+def test_prefer_stable_records_the_choice(tmp_path: Path) -> None:
+    _write_demo(tmp_path, rows=1500)
+    result = run(_config(tmp_path, input_table="demo.customers", prefer_stable=True,
+                         max_clusters=6))
+    assert "stable" in result.summary["chosen_reason"]
+
+
+def test_refit_keeps_cluster_ids_and_reuse_reports_drift(tmp_path: Path) -> None:
+    frame, _ = make_customers(2000, seed=21)
+    path = tmp_path / "day1.parquet"
+    frame.to_parquet(path)
+    first = run(_config(tmp_path, input_table=str(path), model_name="nightly", num_clusters=4))
+    # the next night: the same customers in another order; a refit keeps every id's meaning
+    shuffled = frame.sample(frac=1.0, random_state=3)
+    path2 = tmp_path / "day2.parquet"
+    shuffled.to_parquet(path2)
+    second = run(_config(tmp_path, input_table=str(path2), model_name="nightly",
+                         num_clusters=4, seed=9))
+    assert second.summary["cluster_ids"]["matched"] is True
+    assert second.summary["cluster_ids"]["kept"] == [0, 1, 2, 3]
+    by_customer = dict(zip(frame["customer_id"], first.labels, strict=True))
+    again = [by_customer[c] for c in shuffled["customer_id"]]
+    assert adjusted_rand_score(again, second.labels) > 0.95
+    assert np.mean(np.array(again) == second.labels) > 0.95  # same ids, not just same groups
+    # reuse on drifted data: spend tripled for everyone
+    drifted = frame.assign(annual_spend=frame["annual_spend"] * 3)
+    path3 = tmp_path / "day3.parquet"
+    drifted.to_parquet(path3)
+    reuse = run(_config(tmp_path, input_table=str(path3), model_name="nightly",
+                        force_refit=False))
+    drift = reuse.summary["drift"]
+    assert drift["warnings"]
+    assert any("annual_spend" in str(w) for w in drift["warnings"])

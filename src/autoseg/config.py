@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from autoseg.errors import UsageError
@@ -77,10 +78,23 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("dimension_reduction_threshold", "int", 50,
               "Project the prepared features to this many PCA components when there are more.",
               minimum=1),
+    Parameter("min_cluster_size", "str", None,
+              "Smallest allowed cluster, a row count (500) or a share of rows (0.02); a k "
+              "producing a smaller cluster is rejected during the search."),
+    Parameter("prefer_stable", "bool", False,
+              "Pick the most stable k (subsample agreement) among those within 0.02 of the "
+              "best silhouette."),
+    Parameter("stability_runs", "int", 3,
+              "Subsample refits per k used to measure stability (0 skips it).", minimum=0),
     Parameter("export_feature_importance", "str", None,
               "`[dbname.]table_name` for the feature-importance table."),
     Parameter("export_shap_values", "str", None,
               "`[dbname.]table_name` for the per-cluster SHAP table."),
+    Parameter("export_segment_rules", "str", None,
+              "`[dbname.]table_name` for the readable rule of every cluster."),
+    Parameter("segment_rules", "bool", False,
+              "With audience integration, also create one segment per cluster from its "
+              "readable rule (editable in the segment builder)."),
     Parameter("hide_table_contents", "bool", False,
               "Never print or render row-level values of the input, only aggregates."),
     Parameter("audience_name", "str", None, "Master (parent) segment to attach the result to."),
@@ -145,8 +159,13 @@ class RunConfig:
     num_clusters: int | None = None
     ignore_columns: tuple[str, ...] = ("time",)
     dimension_reduction_threshold: int = 50
+    min_cluster_size: str | None = None
+    prefer_stable: bool = False
+    stability_runs: int = 3
     export_feature_importance: str | None = None
     export_shap_values: str | None = None
+    export_segment_rules: str | None = None
+    segment_rules: bool = False
     hide_table_contents: bool = False
     audience_name: str | None = None
     foreign_key: str | None = None
@@ -168,6 +187,13 @@ class RunConfig:
     def input_is_file(self) -> bool:
         """Whether ``input_table`` names a Parquet or CSV file rather than a table."""
         return is_file_input(self.input_table)
+
+    def min_cluster_rows(self, n_rows: int) -> int:
+        """``min_cluster_size`` as a row count for a table of ``n_rows`` rows (0: no limit)."""
+        if not self.min_cluster_size:
+            return 0
+        value = float(self.min_cluster_size)
+        return int(np.ceil(value * n_rows)) if value < 1 else int(value)
 
     @property
     def audience_enabled(self) -> bool:
@@ -364,9 +390,11 @@ def _check_consistency(values: dict[str, Any]) -> None:
         parse_table_name(values["input_table"], "--input-table")
     if values["output_table"]:
         parse_table_name(values["output_table"], "--output-table")
-    for name in ("export_feature_importance", "export_shap_values"):
+    for name in ("export_feature_importance", "export_shap_values", "export_segment_rules"):
         if values[name]:
             parse_table_name(values[name], PARAMETERS_BY_NAME[name].flag)
+    if values["min_cluster_size"]:
+        _check_min_cluster_size(values["min_cluster_size"])
     if values["model_name"] and not MODEL_NAME_RE.match(values["model_name"]):
         raise UsageError(
             f"--model-name={values['model_name']!r} must use letters, digits, '_', '-' and '.'"
@@ -381,6 +409,18 @@ def _check_consistency(values: dict[str, Any]) -> None:
         raise UsageError(
             "audience integration needs all of --audience-name, --foreign-key and "
             f"--rowid-column: also give {', '.join(missing)}"
+        )
+    if values["prefer_stable"] and values["stability_runs"] < 2:
+        raise UsageError(
+            f"--prefer-stable needs --stability-runs >= 2 (got {values['stability_runs']}): "
+            "stability compares refits with each other"
+        )
+    if values["stability_runs"] == 1:
+        raise UsageError("--stability-runs=1 cannot measure agreement: use 0 (off) or >= 2")
+    if values["segment_rules"] and not given:
+        raise UsageError(
+            "--segment-rules creates CDP segments: also give --audience-name, --foreign-key "
+            "and --rowid-column"
         )
     store = values["store"]
     if store != "td" and not store.startswith("duckdb:"):
@@ -410,7 +450,20 @@ def _check_td_names(values: dict[str, Any]) -> None:
     if not is_file_input(values["input_table"]):
         validate_td_table_name(parse_table_name(values["input_table"], "--input-table"),
                                "--input-table")
-    for name in ("export_feature_importance", "export_shap_values"):
+    for name in ("export_feature_importance", "export_shap_values", "export_segment_rules"):
         if values[name]:
             flag = PARAMETERS_BY_NAME[name].flag
             validate_td_table_name(parse_table_name(values[name], flag, output_db), flag)
+
+
+def _check_min_cluster_size(text: str) -> None:
+    """A positive row count or a share strictly between 0 and 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (0 < value < 1 or (value >= 1 and value.is_integer())):
+        raise UsageError(
+            f"--min-cluster-size={text!r} must be a row count (e.g. 500) or a share of rows "
+            "between 0 and 1 (e.g. 0.02)"
+        )

@@ -31,21 +31,32 @@ from autoseg import __version__
 from autoseg.audience import CDPClient, cdp_client_from_environment, sync_audience
 from autoseg.backend import select_backend
 from autoseg.config import RunConfig, TableName, parse_table_name
+from autoseg.drift import drift_report, reference_profile
 from autoseg.errors import InputDataError, UsageError
 from autoseg.explain import Explanation, explain_clusters
 from autoseg.features import FeatureSpec, fit_features
 from autoseg.io import TableStore, TableWrite, open_store
 from autoseg.io.files import read_file
+from autoseg.matching import match_clusters
 from autoseg.model import SegmentationModel, data_fingerprint
 from autoseg.profile import profile_table
-from autoseg.reduce import fit_projection
+from autoseg.reduce import Projection, fit_projection
 from autoseg.report import write_report
-from autoseg.search import SearchResult, refit_on_all_rows, search_k
+from autoseg.rules import ClusterRule, cluster_rules, rules_to_cdp
+from autoseg.search import (
+    SearchResult,
+    nearest_centroid_with_distance,
+    refit_on_all_rows,
+    search_k,
+)
 from autoseg.segments import profile_clusters
+from autoseg.stability import choose_stable_k, stability_by_k
 
 log = logging.getLogger(__name__)
 
 CLUSTER_COLUMN = "cluster_id"
+STABILITY_ROWS = 8_000  # evaluation sample of the stability refits
+STABILITY_RESTARTS = 2
 LOW_FIDELITY = 0.8  # below this hold-out accuracy the explanations carry a warning
 PROJECTION_ROWS = 5000
 SUMMARY_FILE = "summary.json"
@@ -180,32 +191,39 @@ def _run(
             # on every row below. Small tables are searched whole.
             search_rows = (np.sort(np.random.default_rng(config.seed).choice(
                 n_rows, size=config.search_sample_size, replace=False)) if sampled else None)
+            search_x = matrix[search_rows] if sampled else matrix
+            # --min-cluster-size counts rows of the whole table; the search sees a sample
+            min_rows = config.min_cluster_rows(n_rows)
             search = search_k(
-                matrix[search_rows] if sampled else matrix, k_values,
+                search_x, k_values,
                 restarts=config.kmeans_restarts, seed=config.seed,
                 exact_max_rows=config.silhouette_exact_max_rows,
                 sample_size=config.silhouette_sample_size,
                 population_rows=n_rows if sampled else None,
+                min_cluster_size=int(np.ceil(min_rows * len(search_x) / n_rows)),
             )
+        _stability_stage(search, search_x, config, timer)
         centroids = search.centroids
         if sampled:
             with timer.stage("fit_all_rows"):
                 centroids, inertia = refit_on_all_rows(matrix, centroids, config.seed)
                 log.info("k=%d refitted on all %d rows (inertia %.6g)", search.chosen_k,
                          n_rows, inertia)
+        centroids, id_matching = _stable_ids(config, spec, projection, centroids)
         model = SegmentationModel(
             spec=spec, centroids=centroids, projection=projection, k=search.chosen_k,
             fingerprint=data_fingerprint(frame),
         )
         with timer.stage("assign"):
-            labels = model.assign(matrix)
+            labels, distances = nearest_centroid_with_distance(matrix, model.centroids)
     else:
         model = saved_model
         spec = model.spec
+        id_matching = None
         with timer.stage("features"):
             matrix, imputed = model.prepare(frame)
         with timer.stage("assign"):
-            labels = model.assign(matrix)
+            labels, distances = nearest_centroid_with_distance(matrix, model.centroids)
         log.info("reused saved model %r (k=%d); no fitting", config.model_name, model.k)
 
     with timer.stage("explain"):
@@ -217,12 +235,27 @@ def _run(
             config.hide_table_contents, {f.column: f.kind for f in spec.numeric},
         )
         projection_2d = _projection_sample(matrix, labels, config.seed)
+        kinds = {f.column: f.kind for f in spec.numeric}
+        rules = cluster_rules(readable, labels, model.k, seed=config.seed, kinds=kinds)
+        for rule in rules:
+            profiles[rule.cluster_id]["rule"] = _rule_summary(rule, config.hide_table_contents)
+        drift = None
+        if saved_model is not None and "reference" in saved_model.extra:
+            drift = drift_report(saved_model.extra["reference"], readable, labels, distances)
+            for warning in drift.get("warnings", []):
+                log.warning("drift: %s", warning.get("message"))
+        else:
+            model.extra["reference"] = reference_profile(readable, labels, distances, model.k)
 
     sizes = np.bincount(labels, minlength=model.k).tolist()
     summary = _summary(config, frame, spec, profile, imputed, search, model, sizes, labels,
                        device, device_reason, timer,
                        _explanation_summary(explanation, explanation_note))
     summary["clusters"] = profiles
+    if id_matching is not None:
+        summary["cluster_ids"] = id_matching
+    if drift is not None:
+        summary["drift"] = drift
 
     with timer.stage("write"):
         writes: list[TableWrite] = []
@@ -230,6 +263,8 @@ def _run(
             out = source.append_column(CLUSTER_COLUMN, pa.array(labels, type=pa.int32()))
             writes.append(TableWrite(output_name, out, config.output_mode))
         writes.extend(_export_writes(config, output_name, explanation))
+        if config.export_segment_rules:
+            writes.append(_rules_write(config, output_name, rules))
         if writes:
             store.write_tables(writes)
         model_path = None
@@ -246,6 +281,15 @@ def _run(
                 clusters=profiles,
             )
         summary["audience"] = audience
+        if config.segment_rules:
+            with timer.stage("audience_rules"):
+                summary["audience_rules"] = sync_audience(
+                    cdp, audience_name=str(config.audience_name),
+                    output_database=str(output_name.database), output_table=output_name.table,
+                    rowid_column=str(config.rowid_column), foreign_key=str(config.foreign_key),
+                    clusters=profiles, folder_name=f"autoseg rules: {output_name.table}",
+                    rules={r.cluster_id: rules_to_cdp(r) for r in rules if r.conditions},
+                )
         log.info("audience %r: %d segments created, %d updated, %d removed",
                  config.audience_name, audience.get("created", 0), audience.get("updated", 0),
                  audience.get("deleted", 0))
@@ -350,6 +394,105 @@ def _projection_sample(matrix: np.ndarray, labels: np.ndarray, seed: int) -> dic
     else:
         xy = np.column_stack([centred[:, 0], np.zeros(len(centred))])
     return {"xy": xy.astype(np.float32), "labels": labels[rows]}
+
+
+def _stability_stage(search: SearchResult, x: np.ndarray, config: RunConfig,
+                     timer: _Timer) -> None:
+    """Stability of every choosable k beside its silhouette; with --prefer-stable, choose by it."""
+    ks = sorted(search.choosable())
+    if config.stability_runs < 2 or len(ks) < 2:
+        return
+    with timer.stage("stability"):
+        scores = stability_by_k(x, ks, runs=config.stability_runs, max_rows=STABILITY_ROWS,
+                                restarts=STABILITY_RESTARTS, seed=config.seed)
+    for cand in search.candidates:
+        if cand.k in scores:
+            cand.stability = scores[cand.k].mean_ari
+    if config.prefer_stable:
+        # tie_break="silhouette": several practically perfectly stable k (0.999 vs 0.998)
+        # should not merge real segments just because the smaller one is a hair more stable.
+        k, reason = choose_stable_k(search.choosable(), scores, tie_break="silhouette")
+        if k != search.chosen_k:
+            search.choose(k, reason)
+        else:
+            search.reason += "; also the most stable"
+
+
+def _prepared_centroids(centroids: np.ndarray, projection: Projection | None) -> np.ndarray:
+    """Centroids in the prepared (pre-PCA) space, where two fits can be compared."""
+    if projection is None:
+        return centroids
+    return centroids @ projection.components + projection.mean
+
+
+def _stable_ids(
+    config: RunConfig, spec: FeatureSpec, projection: Projection | None, centroids: np.ndarray
+) -> tuple[np.ndarray, dict[str, Any] | None]:
+    """Order the new centroids so each cluster keeps the id of the saved model's closest match.
+
+    Ids stay 0..k-1: a matched cluster keeps its old id when that id still exists; the others
+    take the free ids and are reported as new, so a CDP segment never silently changes meaning
+    without the summary saying so.
+    """
+    if not config.model_name:
+        return centroids, None
+    try:
+        previous = SegmentationModel.load(config.model_dir / config.model_name,
+                                          config.model_name)
+    except UsageError:
+        return centroids, None  # first fit under this name
+    if previous.spec.matrix_columns != spec.matrix_columns:
+        note = "the prepared columns changed since the saved model: ids not matched"
+        log.warning("cluster ids: %s", note)
+        return centroids, {"matched": False, "note": note}
+    k = centroids.shape[0]
+    matching = match_clusters(_prepared_centroids(previous.centroids, previous.projection),
+                              _prepared_centroids(centroids, projection))
+    ids = np.full(k, -1)
+    for new, old in matching.mapping.items():
+        if old < k:
+            ids[new] = old
+    free = [i for i in range(k) if i not in set(ids.tolist())]
+    renumbered = []
+    for new in range(k):
+        if ids[new] < 0:
+            ids[new] = free.pop(0)
+            renumbered.append(int(ids[new]))
+    order = np.argsort(ids)
+    kept = sorted(int(ids[n]) for n in matching.mapping if ids[n] == matching.mapping[n])
+    info = {
+        "matched": True,
+        "kept": kept,
+        "new": sorted(renumbered),
+        "vanished": sorted(int(v) for v in matching.vanished_old if v not in kept),
+    }
+    log.info("cluster ids matched to the saved model: kept %s, new %s, vanished %s",
+             info["kept"], info["new"], info["vanished"])
+    return centroids[order], info
+
+
+def _rule_summary(rule: ClusterRule, hide_table_contents: bool) -> dict[str, Any]:
+    data = rule.as_dict()
+    if hide_table_contents:
+        # thresholds are cut points between rows, not row values, but levels of rare
+        # categories could be: keep only numeric conditions' text
+        data["conditions"] = [c for c in data.get("conditions", [])
+                              if c.get("operator") not in ("in", "not in")]
+    return data
+
+
+def _rules_write(config: RunConfig, output_name: TableName | None,
+                 rules: list[ClusterRule]) -> TableWrite:
+    name = parse_table_name(str(config.export_segment_rules), "--export-segment-rules",
+                            output_name.database if output_name else None)
+    frame = pd.DataFrame({
+        "cluster_id": [r.cluster_id for r in rules],
+        "rule": [r.text for r in rules],
+        "precision": [r.precision for r in rules],
+        "recall": [r.recall for r in rules],
+        "support": [r.support for r in rules],
+    })
+    return TableWrite(name, frame, config.output_mode)
 
 
 def _read_input(config: RunConfig, store: TableStore) -> pa.Table:

@@ -33,6 +33,7 @@ class KCandidate:
     sizes: list[int]
     fit_seconds: float
     rejected: str | None = None  # why this k could not be chosen
+    stability: float | None = None  # mean pairwise ARI over subsample refits
 
     def as_dict(self) -> dict[str, object]:
         """JSON-able scores."""
@@ -51,6 +52,20 @@ class SearchResult:
     silhouette_exact: bool
     silhouette_points: int
     per_cluster_silhouette: list[float] = field(default_factory=list)
+    fits: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+    per_cluster_by_k: dict[int, list[float]] = field(default_factory=dict, repr=False)
+
+    def choose(self, k: int, reason: str) -> None:
+        """Switch the chosen k (e.g. to the most stable one), keeping its fitted state."""
+        self.chosen_k = k
+        self.reason = reason
+        self.centroids, self.labels = self.fits[k]
+        self.per_cluster_silhouette = self.per_cluster_by_k.get(k, [])
+
+    def choosable(self) -> dict[int, float]:
+        """Silhouette of every k that may be chosen (not rejected)."""
+        return {c.k: c.silhouette for c in self.candidates
+                if c.silhouette is not None and c.rejected is None}
 
 
 def fit_kmeans(x: np.ndarray, k: int, restarts: int, seed: int) -> KMeans:
@@ -65,15 +80,26 @@ def fit_kmeans(x: np.ndarray, k: int, restarts: int, seed: int) -> KMeans:
 
 def nearest_centroid(x: np.ndarray, centroids: np.ndarray, chunk_rows: int = 262_144) -> np.ndarray:
     """Index of the nearest centroid of every row, computed in chunks (no n x k x d memory)."""
+    return nearest_centroid_with_distance(x, centroids, chunk_rows)[0]
+
+
+def nearest_centroid_with_distance(
+    x: np.ndarray, centroids: np.ndarray, chunk_rows: int = 262_144
+) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid of every row and the (Euclidean) distance to it, in chunks."""
     labels = np.empty(x.shape[0], dtype=np.int32)
+    nearest = np.empty(x.shape[0], dtype=np.float32)
     c = centroids.astype(np.float32)
     c_norms = (c * c).sum(axis=1)
     for start in range(0, x.shape[0], chunk_rows):
         block = x[start : start + chunk_rows]
         # |x - c|^2 = |x|^2 - 2 x.c + |c|^2; |x|^2 is the same for every c of a row.
         distances = c_norms[None, :] - 2.0 * (block @ c.T)
-        labels[start : start + chunk_rows] = distances.argmin(axis=1)
-    return labels
+        best = distances.argmin(axis=1)
+        labels[start : start + chunk_rows] = best
+        squared = distances[np.arange(block.shape[0]), best] + (block * block).sum(axis=1)
+        nearest[start : start + chunk_rows] = np.sqrt(np.maximum(squared, 0.0))
+    return labels, nearest
 
 
 def search_k(
@@ -85,6 +111,7 @@ def search_k(
     exact_max_rows: int,
     sample_size: int,
     population_rows: int | None = None,
+    min_cluster_size: int = 0,
 ) -> SearchResult:
     """Fit every candidate k, score it, and choose the k with the highest mean silhouette.
 
@@ -101,6 +128,8 @@ def search_k(
     exact_max_rows, sample_size, population_rows
         Silhouette settings, see :func:`autoseg.silhouette.silhouette_scores`;
         ``population_rows`` when ``x`` is a sample of a larger table.
+    min_cluster_size
+        A k whose smallest cluster has fewer rows of ``x`` is scored but rejected.
 
     Returns
     -------
@@ -145,12 +174,27 @@ def search_k(
             "k=%d silhouette %.4f (+-%.4f)%s", k, score.score, score.stderr,
             "" if score.exact else f" from {score.n_points} sampled points",
         )
-    best_k = min(scores, key=lambda k: (-round(scores[k].score / TIE_TOLERANCE), k))
+    for k, (_, labels, _, _) in fits.items():
+        smallest = int(np.bincount(labels).min())
+        if smallest < min_cluster_size:
+            candidates[k].rejected = (
+                f"smallest cluster has {smallest} rows, under the minimum {min_cluster_size}"
+            )
+            log.info("k=%d rejected: %s", k, candidates[k].rejected)
+    allowed = {k: sc for k, sc in scores.items() if candidates[k].rejected is None}
+    if not allowed:
+        from autoseg.errors import InputDataError
+
+        raise InputDataError(
+            f"every k tried has a cluster smaller than --min-cluster-size ({min_cluster_size} "
+            "rows of the searched data): lower --min-cluster-size or --min-clusters"
+        )
+    best_k = min(allowed, key=lambda k: (-round(allowed[k].score / TIE_TOLERANCE), k))
     if len(k_values) == 1:
         reason = f"k={best_k} fixed by num_clusters"
     else:
         runner_up = sorted(
-            (s.score for k, s in scores.items() if k != best_k), reverse=True
+            (s.score for k, s in allowed.items() if k != best_k), reverse=True
         )
         reason = f"highest mean silhouette {scores[best_k].score:.4f}"
         if runner_up:
@@ -165,6 +209,8 @@ def search_k(
         silhouette_exact=best.exact and population_rows is None,
         silhouette_points=best.n_points,
         per_cluster_silhouette=list(best.per_cluster),
+        fits={k: (fit[0], fit[1]) for k, fit in fits.items()},
+        per_cluster_by_k={k: list(sc.per_cluster) for k, sc in scores.items()},
     )
 
 

@@ -520,6 +520,7 @@ def sync_audience(
     attribute_name: str = "cluster_id",
     cluster_column: str = "cluster_id",
     run_parent_segment: bool = False,
+    rules: Mapping[int, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Attach the clusters to a parent segment: one attribute, one folder, one segment each.
 
@@ -552,6 +553,9 @@ def sync_audience(
     run_parent_segment
         Start a parent segment build afterwards (``POST /audiences/{id}/run``) so the segments
         get members now rather than at the next scheduled build.
+    rules
+        Optional CDP rule JSON per cluster id (from :func:`autoseg.rules.rules_to_cdp`) used
+        instead of ``cluster_id = k``, for segments marketers can edit on the attributes.
 
     Returns
     -------
@@ -671,7 +675,10 @@ def sync_audience(
         attrs = {
             "name": _segment_name(cluster_id, profile),
             "description": _segment_description(cluster_id, profile, source, attribute_name),
-            "rule": cluster_rule(attribute_name, cluster_id),
+            # With ``rules`` the segment is the cluster's readable rule on the original
+            # attributes (editable in the segment builder) instead of `cluster_id = k`.
+            "rule": (rules[cluster_id] if rules is not None and cluster_id in rules
+                     else cluster_rule(attribute_name, cluster_id)),
         }
         if cluster_id in existing:
             entry = existing[cluster_id][0]
