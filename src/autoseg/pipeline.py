@@ -474,10 +474,13 @@ def _stable_ids(
 def _rule_summary(rule: ClusterRule, hide_table_contents: bool) -> dict[str, Any]:
     data = rule.as_dict()
     if hide_table_contents:
-        # thresholds are cut points between rows, not row values, but levels of rare
-        # categories could be: keep only numeric conditions' text
-        data["conditions"] = [c for c in data.get("conditions", [])
-                              if c.get("operator") not in ("in", "not in")]
+        # Thresholds are cut points between rows, not row values; category levels are hidden
+        # like everywhere else under hide_table_contents.
+        kept = [c for c in rule.conditions if c.operator not in ("in", "not in")]
+        data["conditions"] = [c for c in data["conditions"]
+                              if c["operator"] not in ("in", "not in")]
+        if len(kept) < len(rule.conditions):
+            data["text"] = " AND ".join([c.text for c in kept] + ["(category conditions hidden)"])
     return data
 
 

@@ -36,6 +36,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("input", "Input data (EDA)"),
     ("k-search", "Choosing k"),
     ("clusters", "Cluster profiles"),
+    ("changes", "Cluster ids and drift"),
     ("plots", "Plots"),
     ("fidelity", "Explanation fidelity"),
     ("importance", "Feature importance"),
@@ -324,10 +325,12 @@ def _k_search(view: Mapping[str, Any]) -> str:
         sil_text = "\u2014" if sil is None else (f"{sil:.4f} \u00b1 {err:.4f}" if err
                                                  else f"{sil:.4f}")
         is_chosen = candidate.get("k") == chosen
+        stability = candidate.get("stability")
         rows.append([
             _Html(f"{_e(candidate.get('k'))}"
                   + (' <span class="badge">chosen</span>' if is_chosen else "")),
             sil_text,
+            "\u2014" if stability is None else f"{stability:.3f}",
             _num(candidate.get("inertia")),
             _num(candidate.get("calinski_harabasz")),
             "\u2014" if candidate.get("davies_bouldin") is None
@@ -342,10 +345,12 @@ def _k_search(view: Mapping[str, Any]) -> str:
             f"{100 * DEGENERATE_SHARE:.0f}% of the rows: it may be a handful of outliers rather "
             "than a segment. Consider <code>--num-clusters</code> or cleaning the input."))
     parts.append(_table(
-        ["k", "silhouette", "inertia", "Calinski\u2013Harabasz", "Davies\u2013Bouldin",
-         "cluster sizes", "note"],
-        rows, numeric=(1, 2, 3, 4), row_classes=classes, css="ksearch",
+        ["k", "silhouette", "stability (ARI)", "inertia", "Calinski\u2013Harabasz",
+         "Davies\u2013Bouldin", "cluster sizes", "note"],
+        rows, numeric=(1, 2, 3, 4, 5), row_classes=classes, css="ksearch",
     ))
+    parts.append('<p class="muted">Stability: mean adjusted Rand index between k-means refits '
+                 "on random subsamples (1 = the same clusters every time).</p>")
     parts.append('<p class="muted">Silhouette and Calinski\u2013Harabasz: higher is better; '
                  "Davies\u2013Bouldin and inertia: lower is better."
                  + (" k is chosen by the highest mean silhouette." if len(search) > 1 else "")
@@ -374,6 +379,12 @@ def _clusters(view: Mapping[str, Any], hide: bool) -> str:
             f'<span class="muted">{_e(" · ".join(facts))}</span></div>',
             f'<p class="desc">{_e(cluster.get("description") or "")}</p>',
         ]
+        rule = cluster.get("rule") or {}
+        if rule.get("text"):
+            body.append(
+                f'<p class="small"><b>Rule</b> <code>{_e(rule["text"])}</code> '
+                f'<span class="muted">precision {_pct(rule.get("precision"))}, recall '
+                f'{_pct(rule.get("recall"))}</span></p>')
         if degenerate:
             body.append(_note(f"Under {100 * DEGENERATE_SHARE:.0f}% of rows: possibly "
                               "outliers rather than a segment."))
@@ -420,6 +431,55 @@ def _clusters(view: Mapping[str, Any], hide: bool) -> str:
              "cluster divided by its share overall. Dates are shown as dates and yes/no "
              "features as the share of yes.</p>")
     return intro + f'<div class="cards">{"".join(cards)}</div>'
+
+
+def _changes(view: Mapping[str, Any], hide: bool) -> str:
+    """Cluster ids matched to the saved model, and the drift report of a reused model."""
+    parts = []
+    ids = view.get("cluster_ids")
+    if ids:
+        if ids.get("matched"):
+            parts.append(
+                f"<p>Cluster ids were matched to the saved model's clusters (optimal assignment "
+                f"of centroids): kept {_e(ids.get('kept'))}, new {_e(ids.get('new'))}, "
+                f"vanished {_e(ids.get('vanished'))}.</p>")
+        else:
+            parts.append(_note(f"Cluster ids not matched: {_e(ids.get('note'))}."))
+    drift = view.get("drift")
+    if drift:
+        warnings = drift.get("warnings") or []
+        if warnings:
+            parts.append(_note("Drift since the model was fitted: "
+                               + "; ".join(_e(w.get("message")) for w in warnings) + "."))
+        else:
+            parts.append("<p>No drift above the thresholds since the model was fitted.</p>")
+        clusters = drift.get("clusters") or {}
+        then, now = clusters.get("shares_reference") or [], clusters.get("shares_current") or []
+        if then:
+            parts.append(_table(["cluster", "share when fitted", "share now"],
+                                [[i, _pct(a), _pct(b)] for i, (a, b) in
+                                 enumerate(zip(then, now, strict=False))], numeric=(1, 2)))
+        numeric = drift.get("numeric") or {}
+        rows = sorted(numeric.items(),
+                      key=lambda kv: -abs(kv[1].get("standardized_mean_shift") or 0.0))
+        if rows:
+            parts.append(_table(
+                ["feature", "mean shift (std)", "PSI"],
+                [[name, f"{(v.get('standardized_mean_shift') or 0.0):+.2f}",
+                  f"{(v.get('psi') or 0.0):.3f}"] for name, v in rows[:12]],
+                numeric=(1, 2)))
+        categorical = drift.get("categorical") or {}
+        if categorical:
+            parts.append(_table(
+                ["category", "PSI", "unseen share"] + ([] if hide else ["unseen levels"]),
+                [[name, f"{(v.get('psi') or 0.0):.3f}", _pct(v.get("unseen_share"))]
+                 + ([] if hide else [", ".join(str(x) for x in (v.get("unseen_levels") or [])[:5])])
+                 for name, v in categorical.items()],
+                numeric=(1, 2)))
+    if not parts:
+        return ('<p class="muted">No saved model to compare with in this run: ids are new and '
+                "there is no drift report (reuse a model with --no-force-refit for one).</p>")
+    return "".join(parts)
 
 
 def _z_bar(z: Any) -> _Html:
@@ -699,6 +759,7 @@ def render_report(
         _section("input", _input(view, hide)),
         _section("k-search", _k_search(view)),
         _section("clusters", _clusters(view, hide)),
+        _section("changes", _changes(view, hide)),
         _section("plots", _plots(view, projection_2d)),
         _section("fidelity", _fidelity(view)),
         _section("importance", _importance(view, k)),
