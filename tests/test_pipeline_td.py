@@ -142,3 +142,18 @@ def test_missing_input_table_on_td(tmp_path: Path, td: TDEmulator) -> None:
     with pytest.raises(InputDataError, match="shop.nothing"):
         _run(tmp_path, td, None, input_table="shop.nothing")
     assert np.array_equal(sorted(td.table_names("shop")), ["customers"])
+
+
+def test_segment_rules_create_editable_rule_segments(tmp_path: Path, td: TDEmulator,
+                                                     cdp: CDPEmulator) -> None:
+    result = _run(tmp_path, td, cdp, segment_rules=True, num_clusters=3)
+    rule_folder = result.summary["audience_rules"]
+    assert rule_folder["folder_name"] == "autoseg rules: segments"
+    segments = _segments(cdp)
+    assert len(segments) == 6  # three cluster_id segments and three rule segments
+    rule_segments = [s for s in segments
+                     if str(s["id"]) in {str(v) for v in rule_folder["segments"].values()}]
+    assert len(rule_segments) == 3
+    fields = {c["leftValue"]["name"] for s in rule_segments
+              for c in s["rule"]["conditions"]}
+    assert "cluster_id" not in fields  # rules on the original attributes

@@ -289,6 +289,7 @@ def _run(
                     rowid_column=str(config.rowid_column), foreign_key=str(config.foreign_key),
                     clusters=profiles, folder_name=f"autoseg rules: {output_name.table}",
                     rules={r.cluster_id: rules_to_cdp(r) for r in rules if r.conditions},
+                    rule_attributes=_rule_attributes(rules),
                 )
         log.info("audience %r: %d segments created, %d updated, %d removed",
                  config.audience_name, audience.get("created", 0), audience.get("updated", 0),
@@ -482,6 +483,18 @@ def _rule_summary(rule: ClusterRule, hide_table_contents: bool) -> dict[str, Any
         if len(kept) < len(rule.conditions):
             data["text"] = " AND ".join([c.text for c in kept] + ["(category conditions hidden)"])
     return data
+
+
+def _rule_attributes(rules: list[ClusterRule]) -> dict[str, tuple[str, str]]:
+    """CDP attributes the rule segments test: the output column and its CDP type."""
+    types = {"numeric": "number", "binary": "number", "date": "timestamp"}
+    found: dict[str, tuple[str, str]] = {}
+    for rule in rules:
+        for condition in rule.conditions:
+            kind = ("string" if condition.operator in ("in", "not in")
+                    else types.get(condition.kind, "number"))
+            found[condition.feature] = (condition.feature, kind)
+    return found
 
 
 def _rules_write(config: RunConfig, output_name: TableName | None,

@@ -50,7 +50,7 @@ logger = logging.getLogger(__name__)
 _RETRYABLE_METHODS = ("GET", "HEAD", "PUT", "DELETE")
 _MAX_DETAIL = 200
 _SEGMENT_NAME_MAX = 120
-_SEGMENT_KEY_RE = re.compile(r"^Cluster (\d+)(?::|$)")
+_SEGMENT_KEY_RE = re.compile(r"^(?:Rule of )?Cluster (\d+)(?::|$)")
 # api.treasuredata.com -> api-cdp.treasuredata.com, api.eu01.treasuredata.com ->
 # api-cdp.eu01.treasuredata.com, api.treasuredata.co.jp -> api-cdp.treasuredata.co.jp ...
 _TD_HOST_RE = re.compile(r"^api\.((?:[a-z0-9-]+\.)?treasuredata\.(?:com|co\.jp))$")
@@ -422,9 +422,13 @@ def cluster_rule(attribute_name: str, cluster_id: int) -> dict[str, Any]:
             "expr": ""}
 
 
-def _segment_name(cluster_id: int, profile: Mapping[str, Any]) -> str:
+def _segment_name(cluster_id: int, profile: Mapping[str, Any], rule: bool = False) -> str:
     description = " ".join(str(profile.get("description") or "").split())
-    name = f"Cluster {cluster_id}: {description}" if description else f"Cluster {cluster_id}"
+    if rule:
+        # segment names are unique per parent segment: rule segments get their own prefix
+        description = str((profile.get("rule") or {}).get("text") or description)
+    prefix = f"Rule of Cluster {cluster_id}" if rule else f"Cluster {cluster_id}"
+    name = f"{prefix}: {description}" if description else prefix
     if len(name) > _SEGMENT_NAME_MAX:
         name = name[: _SEGMENT_NAME_MAX - 3].rstrip(" ,") + "..."
     return name
@@ -521,6 +525,7 @@ def sync_audience(
     cluster_column: str = "cluster_id",
     run_parent_segment: bool = False,
     rules: Mapping[int, dict[str, Any]] | None = None,
+    rule_attributes: Mapping[str, tuple[str, str]] | None = None,
 ) -> dict[str, Any]:
     """Attach the clusters to a parent segment: one attribute, one folder, one segment each.
 
@@ -556,6 +561,9 @@ def sync_audience(
     rules
         Optional CDP rule JSON per cluster id (from :func:`autoseg.rules.rules_to_cdp`) used
         instead of ``cluster_id = k``, for segments marketers can edit on the attributes.
+    rule_attributes
+        Attributes those rules test: ``{attribute name: (output column, CDP type)}``; each is
+        added to the parent segment, joined like ``cluster_id``.
 
     Returns
     -------
@@ -598,15 +606,23 @@ def sync_audience(
         "foreignKey": foreign_key,
         "groupingName": grouping_name,
     }
-    mine = [i for i, a in enumerate(attributes) if a.get("name") == attribute_name]
-    if mine:
-        current = attributes[mine[0]]
-        changed = any(current.get(k) != v for k, v in wanted.items()) or len(mine) > 1
-        attributes[mine[0]] = current | wanted
-        attributes = [a for i, a in enumerate(attributes) if i not in mine[1:]]
-    else:
-        attributes.append(wanted)
-        changed = True
+    changed = False
+    # With rule segments, every column a rule tests becomes an attribute of the parent segment
+    # too (joined the same way): segment rules can only name the parent segment's attributes.
+    extra = [
+        wanted | {"name": name, "type": kind, "parentColumn": column}
+        for name, (column, kind) in sorted((rule_attributes or {}).items())
+    ]
+    for spec in [wanted, *extra]:
+        mine = [i for i, a in enumerate(attributes) if a.get("name") == spec["name"]]
+        if mine:
+            current = attributes[mine[0]]
+            changed |= any(current.get(k) != v for k, v in spec.items()) or len(mine) > 1
+            attributes[mine[0]] = current | spec
+            attributes = [a for i, a in enumerate(attributes) if i not in mine[1:]]
+        else:
+            attributes.append(spec)
+            changed = True
     if changed:
         body = dict(audience)
         body["attributes"] = attributes
@@ -673,7 +689,7 @@ def sync_audience(
     for cluster_id in sorted(profiles):
         profile = profiles[cluster_id]
         attrs = {
-            "name": _segment_name(cluster_id, profile),
+            "name": _segment_name(cluster_id, profile, rule=rules is not None),
             "description": _segment_description(cluster_id, profile, source, attribute_name),
             # With ``rules`` the segment is the cluster's readable rule on the original
             # attributes (editable in the segment builder) instead of `cluster_id = k`.
