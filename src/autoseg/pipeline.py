@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from autoseg import __version__
 from autoseg.audience import CDPClient, cdp_client_from_environment, sync_audience
-from autoseg.backend import select_backend
+from autoseg.backend import Backend, select_backend
 from autoseg.config import RunConfig, TableName, parse_table_name
 from autoseg.drift import drift_report, reference_profile
 from autoseg.errors import InputDataError, UsageError
@@ -136,14 +136,14 @@ def run(
         # Credentials and the CDP endpoint are checked before any work starts.
         cdp = (cdp_client_from_environment(environ or {}, config.cdp_endpoint)
                if config.audience_enabled else None)
-        return _run(config, store, cdp, backend.name, backend.reason, timer)
+        return _run(config, store, cdp, backend, timer)
     finally:
         store.close()
 
 
 def _run(
-    config: RunConfig, store: TableStore, cdp: CDPClient | None, device: str,
-    device_reason: str, timer: _Timer,
+    config: RunConfig, store: TableStore, cdp: CDPClient | None, backend: Backend,
+    timer: _Timer,
 ) -> RunResult:
     output_name = parse_table_name(config.output_table, "--output-table") if config.output_table \
         else None
@@ -175,7 +175,7 @@ def _run(
             matrix, imputed = spec.transform(frame)
         with timer.stage("reduce"):
             projection = fit_projection(matrix, config.dimension_reduction_threshold,
-                                        config.seed)
+                                        config.seed, backend)
             if projection is not None:
                 log.info("reduced %d prepared columns to %d PCA components (%.0f%% variance)",
                          matrix.shape[1], projection.components.shape[0],
@@ -201,12 +201,13 @@ def _run(
                 sample_size=config.silhouette_sample_size,
                 population_rows=n_rows if sampled else None,
                 min_cluster_size=int(np.ceil(min_rows * len(search_x) / n_rows)),
+                backend=backend,
             )
         _stability_stage(search, search_x, config, timer)
         centroids = search.centroids
         if sampled:
             with timer.stage("fit_all_rows"):
-                centroids, inertia = refit_on_all_rows(matrix, centroids, config.seed)
+                centroids, inertia = refit_on_all_rows(matrix, centroids, config.seed, backend)
                 log.info("k=%d refitted on all %d rows (inertia %.6g)", search.chosen_k,
                          n_rows, inertia)
         centroids, id_matching = _stable_ids(config, spec, projection, centroids)
@@ -215,7 +216,7 @@ def _run(
             fingerprint=data_fingerprint(frame),
         )
         with timer.stage("assign"):
-            labels, distances = nearest_centroid_with_distance(matrix, model.centroids)
+            labels, distances = _assign(matrix, model.centroids, backend)
     else:
         model = saved_model
         spec = model.spec
@@ -223,12 +224,13 @@ def _run(
         with timer.stage("features"):
             matrix, imputed = model.prepare(frame)
         with timer.stage("assign"):
-            labels, distances = nearest_centroid_with_distance(matrix, model.centroids)
+            labels, distances = _assign(matrix, model.centroids, backend)
         log.info("reused saved model %r (k=%d); no fitting", config.model_name, model.k)
 
     with timer.stage("explain"):
         readable = spec.readable(frame)
-        explanation, explanation_note = _explain_stage(readable, labels, model.k, config)
+        explanation, explanation_note = _explain_stage(readable, labels, model.k, config,
+                                                       backend.xgboost_device)
         profiles = profile_clusters(
             readable, labels, model.k,
             explanation.shap_by_cluster if explanation is not None else None,
@@ -249,7 +251,7 @@ def _run(
 
     sizes = np.bincount(labels, minlength=model.k).tolist()
     summary = _summary(config, frame, spec, profile, imputed, search, model, sizes, labels,
-                       device, device_reason, timer,
+                       backend, timer,
                        _explanation_summary(explanation, explanation_note))
     summary["clusters"] = profiles
     if id_matching is not None:
@@ -316,7 +318,8 @@ def _run(
 
 
 def _explain_stage(
-    readable: pd.DataFrame, labels: np.ndarray, k: int, config: RunConfig
+    readable: pd.DataFrame, labels: np.ndarray, k: int, config: RunConfig,
+    device: str = "cpu",
 ) -> tuple[Explanation | None, str | None]:
     """Surrogate XGBoost, Gini importance and per-cluster SHAP; ``None`` with a reason when
     the clustering cannot be explained (fewer than two non-empty clusters)."""
@@ -329,12 +332,12 @@ def _explain_stage(
         # A reused model may leave clusters empty; explain the clusters that exist.
         remap = np.full(k, -1)
         remap[present] = np.arange(present.size)
-        explanation = explain_clusters(readable, remap[labels], seed=config.seed)
+        explanation = explain_clusters(readable, remap[labels], seed=config.seed, device=device)
         table = explanation.shap_by_cluster.copy()
         table["cluster_id"] = present[table["cluster_id"].to_numpy()]
         explanation = dataclasses.replace(explanation, shap_by_cluster=table)
     else:
-        explanation = explain_clusters(readable, labels, seed=config.seed)
+        explanation = explain_clusters(readable, labels, seed=config.seed, device=device)
     if not np.isnan(explanation.fidelity) and explanation.fidelity < LOW_FIDELITY:
         log.warning(
             "explanation fidelity %.2f is low: the surrogate model reproduces the clusters "
@@ -395,6 +398,15 @@ def _projection_sample(matrix: np.ndarray, labels: np.ndarray, seed: int) -> dic
     else:
         xy = np.column_stack([centred[:, 0], np.zeros(len(centred))])
     return {"xy": xy.astype(np.float32), "labels": labels[rows]}
+
+
+def _assign(matrix: np.ndarray, centroids: np.ndarray,
+            backend: Backend) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid and distance of every row, on the backend's device."""
+    if backend.is_gpu:
+        return nearest_centroid_with_distance(backend.to_device(matrix, np.float32), centroids,
+                                              xp=backend.xp)
+    return nearest_centroid_with_distance(matrix, centroids)
 
 
 def _stability_stage(search: SearchResult, x: np.ndarray, config: RunConfig,
@@ -662,7 +674,7 @@ def _versions() -> dict[str, str]:
 def _summary(
     config: RunConfig, frame: pd.DataFrame, spec: FeatureSpec, profile: dict[str, Any],
     imputed: dict[str, int], search: SearchResult | None, model: SegmentationModel,
-    sizes: list[int], labels: np.ndarray, device: str, device_reason: str, timer: _Timer,
+    sizes: list[int], labels: np.ndarray, backend: Backend, timer: _Timer,
     explanation: dict[str, Any] | None,
 ) -> dict[str, Any]:
     n = len(frame)
@@ -670,8 +682,9 @@ def _summary(
         "autoseg_version": __version__,
         "parameters": config.public_dict(),
         "rows_read": n,
-        "device": {"used": device, "reason": device_reason},
-        "stages_device": {stage: device for stage in ("features", "reduce", "search", "assign")},
+        "device": backend.describe(),
+        "stages_device": backend.stage_devices(
+            explain_device=(explanation or {}).get("device")),
         "columns_used": spec.used_columns,
         "columns_dropped": [{"column": d.column, "reason": d.reason} for d in spec.dropped],
         "prepared_columns": len(spec.matrix_columns),

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.decomposition import PCA
+
+if TYPE_CHECKING:
+    from autoseg.backend import Backend
 
 FIT_SAMPLE_ROWS = 200_000
 
@@ -27,7 +31,8 @@ class Projection:
         return out
 
 
-def fit_projection(x: np.ndarray, threshold: int, seed: int = 0) -> Projection | None:
+def fit_projection(x: np.ndarray, threshold: int, seed: int = 0,
+                   backend: Backend | None = None) -> Projection | None:
     """Fit PCA with ``threshold`` components when ``x`` has more columns, else ``None``.
 
     Parameters
@@ -38,6 +43,8 @@ def fit_projection(x: np.ndarray, threshold: int, seed: int = 0) -> Projection |
         Number of components to keep when ``d > threshold``.
     seed
         Seed for the randomized solver on large inputs.
+    backend
+        Device backend: cuML PCA on a GPU (components agree with scikit-learn's up to sign).
     """
     n, d = x.shape
     if d <= threshold:
@@ -47,7 +54,10 @@ def fit_projection(x: np.ndarray, threshold: int, seed: int = 0) -> Projection |
         # the principal axes are stable long before millions of rows; fit on a sample
         rows = np.random.default_rng(seed).choice(n, size=FIT_SAMPLE_ROWS, replace=False)
         x = x[np.sort(rows)]
-    pca = PCA(n_components=n_components, random_state=seed).fit(x)
+    if backend is not None and backend.is_gpu:
+        pca = backend.pca(n_components, seed=seed).fit(backend.to_device(x, np.float32))
+    else:
+        pca = PCA(n_components=n_components, random_state=seed).fit(x)
     return Projection(
         mean=pca.mean_.astype(np.float32),
         components=pca.components_.astype(np.float32),

@@ -6,6 +6,7 @@ import logging
 import time
 import warnings
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from sklearn.cluster import KMeans
@@ -13,6 +14,9 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
 
 from autoseg.silhouette import silhouette_scores
+
+if TYPE_CHECKING:
+    from autoseg.backend import Backend
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +72,14 @@ class SearchResult:
                 if c.silhouette is not None and c.rejected is None}
 
 
-def fit_kmeans(x: np.ndarray, k: int, restarts: int, seed: int) -> KMeans:
-    """k-means++ with ``restarts`` starts; the lowest-inertia run is kept."""
+def fit_kmeans(x: Any, k: int, restarts: int, seed: int, backend: Backend | None = None) -> Any:
+    """k-means++ with ``restarts`` starts; the lowest-inertia run is kept.
+
+    On a GPU backend this is cuML's KMeans through :meth:`Backend.kmeans` (see its parameter
+    map); ``cluster_centers_`` and ``inertia_`` mean the same on both.
+    """
+    if backend is not None and backend.is_gpu:
+        return backend.kmeans(k, n_init=restarts, seed=seed).fit(x)
     with warnings.catch_warnings():
         # Fewer distinct points than k is reported by our own check on the cluster sizes.
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -84,22 +94,29 @@ def nearest_centroid(x: np.ndarray, centroids: np.ndarray, chunk_rows: int = 262
 
 
 def nearest_centroid_with_distance(
-    x: np.ndarray, centroids: np.ndarray, chunk_rows: int = 262_144
+    x: Any, centroids: np.ndarray, chunk_rows: int = 262_144, xp: Any = np
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest centroid of every row and the (Euclidean) distance to it, in chunks."""
+    """Nearest centroid of every row and the (Euclidean) distance to it, in chunks.
+
+    ``x`` may live on the device (``xp`` = CuPy); the results are host arrays.
+    """
     labels = np.empty(x.shape[0], dtype=np.int32)
     nearest = np.empty(x.shape[0], dtype=np.float32)
-    c = centroids.astype(np.float32)
+    c = xp.asarray(centroids, dtype=xp.float32)
     c_norms = (c * c).sum(axis=1)
     for start in range(0, x.shape[0], chunk_rows):
         block = x[start : start + chunk_rows]
         # |x - c|^2 = |x|^2 - 2 x.c + |c|^2; |x|^2 is the same for every c of a row.
         distances = c_norms[None, :] - 2.0 * (block @ c.T)
         best = distances.argmin(axis=1)
-        labels[start : start + chunk_rows] = best
-        squared = distances[np.arange(block.shape[0]), best] + (block * block).sum(axis=1)
-        nearest[start : start + chunk_rows] = np.sqrt(np.maximum(squared, 0.0))
+        squared = distances[xp.arange(block.shape[0]), best] + (block * block).sum(axis=1)
+        labels[start : start + chunk_rows] = _host(best)
+        nearest[start : start + chunk_rows] = _host(xp.sqrt(xp.maximum(squared, 0.0)))
     return labels, nearest
+
+
+def _host(array: Any) -> np.ndarray:
+    return array.get() if hasattr(array, "get") else np.asarray(array)
 
 
 def search_k(
@@ -112,6 +129,7 @@ def search_k(
     sample_size: int,
     population_rows: int | None = None,
     min_cluster_size: int = 0,
+    backend: Backend | None = None,
 ) -> SearchResult:
     """Fit every candidate k, score it, and choose the k with the highest mean silhouette.
 
@@ -130,6 +148,9 @@ def search_k(
         ``population_rows`` when ``x`` is a sample of a larger table.
     min_cluster_size
         A k whose smallest cluster has fewer rows of ``x`` is scored but rejected.
+    backend
+        Device backend; on a GPU the k-means fits, assignments and silhouettes run there on
+        one device copy of ``x`` (the small CH/DB scores use the host copy).
 
     Returns
     -------
@@ -138,11 +159,13 @@ def search_k(
     """
     fits: dict[int, tuple[np.ndarray, np.ndarray, float, float]] = {}
     candidates: dict[int, KCandidate] = {}
+    xp = backend.xp if backend is not None else np
+    x_device = backend.to_device(x, np.float32) if backend is not None and backend.is_gpu else x
     for k in k_values:
         started = time.perf_counter()
-        model = fit_kmeans(x, k, restarts, seed)
-        centroids = model.cluster_centers_.astype(np.float32)
-        labels = nearest_centroid(x, centroids)
+        model = fit_kmeans(x_device, k, restarts, seed, backend)
+        centroids = np.asarray(model.cluster_centers_, dtype=np.float32)
+        labels, _ = nearest_centroid_with_distance(x_device, centroids, xp=xp)
         sizes = np.bincount(labels, minlength=k)
         seconds = time.perf_counter() - started
         candidate = KCandidate(
@@ -165,7 +188,7 @@ def search_k(
         raise _no_valid_k(candidates)
     scores = silhouette_scores(
         x, {k: fit[1] for k, fit in fits.items()}, exact_max_rows=exact_max_rows,
-        sample_size=sample_size, seed=seed, population_rows=population_rows,
+        sample_size=sample_size, seed=seed, population_rows=population_rows, xp=xp,
     )
     for k, score in scores.items():
         candidates[k].silhouette = score.score
@@ -224,12 +247,18 @@ def _no_valid_k(candidates: dict[int, KCandidate]) -> Exception:
     )
 
 
-def refit_on_all_rows(x: np.ndarray, centroids: np.ndarray, seed: int) -> tuple[np.ndarray, float]:
+def refit_on_all_rows(
+    x: np.ndarray, centroids: np.ndarray, seed: int, backend: Backend | None = None
+) -> tuple[np.ndarray, float]:
     """Lloyd iterations on every row, started from centroids found on a sample.
 
     The k search runs on a sample (restarts are cheap there); one warm-started fit on all rows
     then moves the centroids to the whole table's optimum. Returns the centroids and inertia.
     """
+    if backend is not None and backend.is_gpu:
+        model = backend.kmeans(centroids.shape[0], init=centroids, n_init=1, seed=seed)
+        model.fit(backend.to_device(x, np.float32))
+        return np.asarray(model.cluster_centers_, dtype=np.float32), float(model.inertia_)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         model = KMeans(

@@ -155,7 +155,7 @@ def _cluster_distance_sums(
 ) -> np.ndarray:
     """(len(points), total) sums of distances from each point to each cluster of each key."""
     n = int(x.shape[0])
-    centred = x - xp.mean(x.astype(xp.float64), axis=0).astype(xp.float32)
+    centred = x - x.mean(axis=0, dtype=xp.float64).astype(xp.float32)
     sq_norms = xp.sum(centred * centred, axis=1)
     point_idx = xp.asarray(points)
     p = centred[point_idx]

@@ -1,0 +1,467 @@
+"""Device selection and the CPU<->GPU estimator maps.
+
+These run on any machine: the GPU packages are simulated through ``sys.modules`` (a missing
+package is ``None`` there; a present one is a small fake), so the reasons, the error messages
+and the translation of every k-means/PCA parameter into cuML's terms are checked without a GPU.
+The one test that needs a real CUDA device is marked ``gpu`` and skipped elsewhere.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import inspect
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pytest
+from sklearn.cluster import KMeans
+from sklearn.datasets import make_blobs
+from sklearn.decomposition import PCA
+
+from autoseg import backend as backend_module
+from autoseg.backend import (
+    KMEANS_PARAMETERS,
+    PCA_PARAMETERS,
+    STAGE_COMPONENTS,
+    Backend,
+    UnsupportedOnGPU,
+    probe_gpu,
+    select_backend,
+)
+from autoseg.errors import UsageError
+from autoseg.silhouette import silhouette_scores
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------------------------- fakes
+
+
+def _fake_cupy(devices: int | Exception = 1) -> types.ModuleType:
+    """A stand-in for CuPy backed by NumPy, seeing ``devices`` CUDA devices (or raising)."""
+    fake = types.ModuleType("cupy")
+    for name in ("asarray", "var", "float32", "float64", "int32", "int64"):
+        setattr(fake, name, getattr(np, name))
+    # Libraries probe isinstance(x, cupy.ndarray) when "cupy" is in sys.modules: a class of
+    # its own keeps NumPy arrays from passing for CuPy ones.
+    fake.ndarray = type("ndarray", (), {})
+    fake.__version__ = "0.0-fake"
+
+    def get_device_count() -> int:
+        if isinstance(devices, Exception):
+            raise devices
+        return devices
+
+    fake.cuda = types.SimpleNamespace(runtime=types.SimpleNamespace(
+        getDeviceCount=get_device_count,
+        getDeviceProperties=lambda index: {"name": b"Fake GPU"},
+    ))
+    return fake
+
+
+class _FakeCumlKMeans:
+    """Records the keyword arguments cuML would get; fits with scikit-learn."""
+
+    calls: list[dict[str, Any]] = []
+
+    def __init__(self, **kwargs: Any) -> None:
+        type(self).calls.append(kwargs)
+        self.kwargs = kwargs
+
+    def fit(self, x: np.ndarray) -> _FakeCumlKMeans:
+        init = self.kwargs["init"]
+        model = KMeans(
+            n_clusters=self.kwargs["n_clusters"],
+            init="k-means++" if isinstance(init, str) else init,
+            n_init=self.kwargs["n_init"], random_state=self.kwargs["random_state"],
+            max_iter=self.kwargs["max_iter"],
+        ).fit(x)
+        self.cluster_centers_ = model.cluster_centers_
+        self.labels_ = model.labels_
+        self.inertia_ = model.inertia_
+        self.n_iter_ = model.n_iter_
+        return self
+
+
+class _FakeCumlPCA:
+    calls: list[dict[str, Any]] = []
+
+    def __init__(self, **kwargs: Any) -> None:
+        type(self).calls.append(kwargs)
+        self.kwargs = kwargs
+
+    def fit(self, x: np.ndarray) -> _FakeCumlPCA:
+        model = PCA(n_components=self.kwargs["n_components"], svd_solver="full").fit(x)
+        self.mean_ = model.mean_
+        self.components_ = model.components_
+        self.explained_variance_ratio_ = model.explained_variance_ratio_
+        return self
+
+
+class _FakeCudfFrame:
+    @classmethod
+    def from_arrow(cls, table: Any) -> tuple[str, Any]:
+        return ("cudf", table)
+
+
+def _install(monkeypatch: pytest.MonkeyPatch, **modules: types.ModuleType | None) -> None:
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name.replace("__", "."), module)
+
+
+def _fake_rapids(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CuPy with one device, cuDF and cuML (KMeans and PCA recorded) all 'installed'."""
+    _FakeCumlKMeans.calls = []
+    _FakeCumlPCA.calls = []
+    cudf = types.ModuleType("cudf")
+    cudf.__version__ = "0.0-fake"
+    # classes: libraries probe isinstance(x, cudf.DataFrame / Series / Index)
+    cudf.DataFrame = _FakeCudfFrame
+    cudf.Series = type("Series", (), {})
+    cudf.Index = type("Index", (), {})
+    cuml = types.ModuleType("cuml")
+    cuml.__version__ = "0.0-fake"
+    cluster = types.ModuleType("cuml.cluster")
+    cluster.KMeans = _FakeCumlKMeans
+    decomposition = types.ModuleType("cuml.decomposition")
+    decomposition.PCA = _FakeCumlPCA
+    _install(monkeypatch, cupy=_fake_cupy(1), cudf=cudf, cuml=cuml, cuml__cluster=cluster,
+             cuml__decomposition=decomposition)
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def test_cpu_is_numpy_with_a_reason() -> None:
+    backend = select_backend("cpu")
+    assert backend.name == "cpu"
+    assert backend.xp is np
+    assert backend.xdf is pd
+    assert backend.xgboost_device == "cpu"
+    assert backend.reason == "requested with --device cpu"
+
+
+def test_auto_gives_a_backend_and_a_reason() -> None:
+    backend = select_backend("auto")
+    assert backend.name in ("cpu", "gpu")
+    assert backend.reason
+    if backend.name == "cpu":
+        assert backend.xp is np
+
+
+@pytest.mark.parametrize(
+    ("modules", "reason"),
+    [
+        ({"cupy": None}, "cupy not installed"),
+        ({"cupy": "no-device"}, "no CUDA device visible"),
+        ({"cupy": "one-device", "cudf": None}, "cudf not installed"),
+        ({"cupy": "one-device", "cudf": "fake", "cuml": None}, "cuml not installed"),
+    ],
+)
+def test_auto_falls_back_to_cpu_naming_what_is_missing(
+    monkeypatch: pytest.MonkeyPatch, modules: dict[str, str | None], reason: str
+) -> None:
+    fakes = {"no-device": _fake_cupy(0), "one-device": _fake_cupy(1),
+             "fake": types.ModuleType("fake")}
+    _install(monkeypatch, **{name: fakes.get(kind) if kind else None
+                             for name, kind in modules.items()})
+    assert probe_gpu()[:2] == (False, reason)
+    backend = select_backend("auto")
+    assert (backend.name, backend.xp, backend.reason) == ("cpu", np, reason)
+
+
+def test_cuda_error_while_counting_devices_is_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    _install(monkeypatch, cupy=_fake_cupy(RuntimeError("cudaErrorInsufficientDriver\nmore")))
+    backend = select_backend("auto")
+    assert backend.name == "cpu"
+    assert backend.reason == (
+        "no CUDA device visible (RuntimeError: cudaErrorInsufficientDriver)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("cupy", "reason"), [(None, "cupy not installed"), ("no-device", "no CUDA device visible")]
+)
+def test_gpu_without_a_usable_gpu_is_a_usage_error(
+    monkeypatch: pytest.MonkeyPatch, cupy: str | None, reason: str
+) -> None:
+    _install(monkeypatch, cupy=_fake_cupy(0) if cupy else None)
+    message = (
+        f"--device=gpu: no usable GPU ({reason}): use --device cpu or auto, or install "
+        "autoseg[gpu] on a CUDA host"
+    )
+    with pytest.raises(UsageError, match=f"^{_escape(message)}$"):
+        select_backend("gpu")
+
+
+def test_unknown_device_is_a_usage_error() -> None:
+    with pytest.raises(UsageError, match=r"--device='tpu' must be one of auto, cpu, gpu"):
+        select_backend("tpu")
+
+
+@pytest.mark.parametrize("device", ["auto", "gpu"])
+def test_gpu_is_chosen_when_cupy_sees_a_device_and_rapids_imports(
+    monkeypatch: pytest.MonkeyPatch, device: str
+) -> None:
+    _fake_rapids(monkeypatch)
+    backend = select_backend(device)
+    assert backend.name == "gpu"
+    assert backend.xp is sys.modules["cupy"]
+    assert backend.xdf is sys.modules["cudf"]
+    assert backend.reason.startswith("CUDA device visible: Fake GPU")
+    assert backend.versions == {"cupy": "0.0-fake", "cudf": "0.0-fake", "cuml": "0.0-fake"}
+    assert backend.frame_from_arrow("table") == ("cudf", "table")
+    stages = backend.stage_devices()
+    assert {s for s, d in stages.items() if d == "gpu"} >= {"reduce", "search", "assign"}
+    assert stages["features"] == stages["read"] == "cpu"
+    # XGBoost's own fallback wins over what was planned
+    assert backend.stage_devices(explain_device="cpu")["explain"] == "cpu"
+
+
+def test_only_the_backend_imports_the_gpu_packages() -> None:
+    for path in (ROOT / "src" / "autoseg").rglob("*.py"):
+        if path.name == "backend.py":
+            continue
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            for name in names:
+                assert name.split(".")[0] not in ("cupy", "cudf", "cuml"), (path, name)
+
+
+# --------------------------------------------------------------------------- parameter maps
+
+
+def _keywords_of_calls(name: str) -> set[str]:
+    """Keyword names of every ``name(...)`` call in the package, outside backend.py."""
+    found: set[str] = set()
+    for path in (ROOT / "src" / "autoseg").rglob("*.py"):
+        if path.name == "backend.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call):
+                func = node.func
+                called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", None)
+                if called == name:
+                    found |= {kw.arg for kw in node.keywords if kw.arg is not None}
+    return found
+
+
+@pytest.mark.parametrize(
+    ("estimator", "table", "factory"),
+    [("KMeans", KMEANS_PARAMETERS, "kmeans"), ("PCA", PCA_PARAMETERS, "pca")],
+)
+def test_parameter_map_covers_every_parameter_our_code_passes(
+    estimator: str, table: tuple[Any, ...], factory: str
+) -> None:
+    # Direct library calls (the code before it goes through the backend) pass library names;
+    # calls of the backend's factories pass ours. Both must be in the map.
+    direct = _keywords_of_calls(estimator)
+    through_backend = _keywords_of_calls(factory)
+    assert direct or through_backend, f"no {estimator}(...) or .{factory}(...) call found"
+    cpu_names = {m.cpu for m in table if m.cpu}
+    assert direct <= cpu_names, f"not in the {estimator} map: {sorted(direct - cpu_names)}"
+    our_names = {m.ours for m in table if m.ours}
+    assert through_backend <= our_names, sorted(through_backend - our_names)
+    # every argument of the factory has a row, and every row's argument exists
+    arguments = set(inspect.signature(getattr(Backend, factory)).parameters) - {"self"}
+    assert arguments == our_names
+
+
+def test_cpu_kmeans_passes_exactly_the_mapped_keywords() -> None:
+    model = select_backend("cpu").kmeans(4, seed=3)
+    assert set(model.params) == {m.cpu for m in KMEANS_PARAMETERS if m.cpu}
+    assert model.params["algorithm"] == "lloyd"
+
+
+def test_gpu_kmeans_translates_every_parameter(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_rapids(monkeypatch)
+    backend = select_backend("gpu")
+    x, _ = make_blobs(600, 5, centers=3, random_state=0)
+    x = x.astype(np.float32)
+    model = backend.kmeans(3, n_init=4, seed=7, tol=1e-3, max_iter=50).fit(x)
+    (kwargs,) = _FakeCumlKMeans.calls
+    passed_on_gpu = {m.gpu for m in KMEANS_PARAMETERS
+                     if m.gpu and not m.translation.startswith("not passed")}
+    assert set(kwargs) == passed_on_gpu
+    assert kwargs["init"] == "scalable-k-means++"
+    assert (kwargs["n_clusters"], kwargs["n_init"], kwargs["random_state"]) == (3, 4, 7)
+    assert kwargs["max_iter"] == 50
+    assert kwargs["output_type"] == "cupy"
+    # scikit-learn's relative tolerance becomes cuML's absolute one
+    assert kwargs["tol"] == pytest.approx(1e-3 * float(np.var(x, axis=0).mean()))
+    assert model.cluster_centers_.shape == (3, 5)
+    assert isinstance(model.inertia_, float)
+
+
+def test_gpu_kmeans_array_init_goes_to_the_device_as_float32(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _fake_rapids(monkeypatch)
+    start = np.array([[0.0, 0.0], [5.0, 5.0]])
+    select_backend("gpu").kmeans(2, init=start, n_init=1).fit(
+        np.array([[0, 0], [0, 1], [5, 5], [5, 6]], dtype=np.float32))
+    init = _FakeCumlKMeans.calls[0]["init"]
+    assert init.dtype == np.float32
+    np.testing.assert_array_equal(init, start)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"algorithm": "elkan"}, r"algorithm='elkan' is not supported on the GPU .*--device cpu"),
+        ({"init": lambda x, k, rs: x[:k]}, r"init=<callable> is not supported on the GPU"),
+    ],
+)
+def test_unsupported_on_gpu_is_named(
+    monkeypatch: pytest.MonkeyPatch, kwargs: dict[str, Any], match: str
+) -> None:
+    _fake_rapids(monkeypatch)
+    backend = select_backend("gpu")
+    with pytest.raises(UnsupportedOnGPU, match=match) as caught:
+        backend.kmeans(3, **kwargs)
+    assert isinstance(caught.value, UsageError)  # one-line message, exit code 2
+    # the same values are fine on the CPU
+    select_backend("cpu").kmeans(3, **kwargs)
+
+
+def test_gpu_pca_drops_the_seed_and_returns_host_arrays(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_rapids(monkeypatch)
+    x = np.random.default_rng(0).normal(size=(200, 6)).astype(np.float32)
+    model = select_backend("gpu").pca(3, seed=5).fit(x)
+    (kwargs,) = _FakeCumlPCA.calls
+    assert kwargs == {"n_components": 3, "svd_solver": "full", "output_type": "numpy"}
+    assert isinstance(model.components_, np.ndarray)
+    assert model.components_.shape == (3, 6)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"init": "k-means||"}, r"init='k-means\|\|' must be one of"),
+        ({"init": np.zeros((3, 2)), "n_init": 4}, r"n_init=4 must be 1 when init is an array"),
+        ({"init": np.zeros((2, 2))}, r"init array has shape \(2, 2\), expected \(n_clusters=3"),
+        ({"seed": None}, r"seed=None must be an integer"),
+        ({"n_init": 0}, r"n_init=0 must be an integer >= 1"),
+        ({"algorithm": "auto"}, r"algorithm='auto' must be 'lloyd' or 'elkan'"),
+    ],
+)
+def test_kmeans_arguments_are_checked_on_every_device(kwargs: dict[str, Any], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        select_backend("cpu").kmeans(3, **kwargs)
+
+
+# --------------------------------------------------------------------------- CPU estimators
+
+
+def test_cpu_kmeans_matches_scikit_learn() -> None:
+    x, _ = make_blobs(2000, 6, centers=5, random_state=1)
+    x = x.astype(np.float32)
+    ours = select_backend("cpu").kmeans(5, n_init=3, seed=11).fit(x)
+    theirs = KMeans(n_clusters=5, init="k-means++", n_init=3, random_state=11,
+                    algorithm="lloyd").fit(x)
+    np.testing.assert_array_equal(ours.cluster_centers_, theirs.cluster_centers_)
+    np.testing.assert_array_equal(ours.labels_, theirs.labels_)
+    assert ours.inertia_ == pytest.approx(theirs.inertia_)
+
+
+def test_cpu_kmeans_warm_start_matches_refit_on_all_rows() -> None:
+    from autoseg.search import refit_on_all_rows
+
+    x, _ = make_blobs(3000, 4, centers=4, random_state=2)
+    x = x.astype(np.float32)
+    start = x[:4].copy()
+    ours = select_backend("cpu").kmeans(4, init=start, n_init=1, seed=0).fit(x)
+    centroids, inertia = refit_on_all_rows(x, start, seed=0)
+    np.testing.assert_allclose(ours.cluster_centers_, centroids, rtol=1e-6)
+    assert ours.inertia_ == pytest.approx(inertia)
+
+
+def test_cpu_pca_matches_scikit_learn() -> None:
+    x = np.random.default_rng(3).normal(size=(500, 12)).astype(np.float32)
+    ours = select_backend("cpu").pca(4, seed=9).fit(x)
+    theirs = PCA(n_components=4, random_state=9).fit(x)
+    np.testing.assert_array_equal(ours.components_, theirs.components_)
+    np.testing.assert_array_equal(ours.mean_, theirs.mean_)
+
+
+def test_to_host_to_device_round_trip_on_cpu() -> None:
+    backend = select_backend("cpu")
+    x = np.arange(12, dtype=np.float64).reshape(3, 4)
+    on_device = backend.to_device(x)
+    assert on_device is x  # no copy on the CPU
+    assert backend.to_device(x, dtype=np.float32).dtype == np.float32
+    np.testing.assert_array_equal(backend.to_host(backend.to_device(x)), x)
+    np.testing.assert_array_equal(backend.to_host(pd.Series([1, 2, 3])), [1, 2, 3])
+    np.testing.assert_array_equal(backend.to_device([1.5, 2.5]), np.array([1.5, 2.5]))
+
+
+def test_frame_from_arrow_on_cpu_is_pandas() -> None:
+    table = pa.table({"a": [1, 2], "b": ["x", "y"]})
+    frame = select_backend("cpu").frame_from_arrow(table)
+    pd.testing.assert_frame_equal(frame, table.to_pandas())
+
+
+def test_stage_devices_on_cpu() -> None:
+    backend = select_backend("cpu")
+    assert set(backend.stage_devices()) == set(STAGE_COMPONENTS)
+    assert set(backend.stage_devices().values()) == {"cpu"}
+    assert backend.describe()["used"] == "cpu"
+
+
+def test_docs_list_every_mapped_parameter() -> None:
+    doc = (ROOT / "docs" / "gpu.md").read_text()
+    for mapping in (*KMEANS_PARAMETERS, *PCA_PARAMETERS):
+        for name in (mapping.ours, mapping.cpu, mapping.gpu):
+            if name:
+                assert f"`{name}`" in doc, name
+
+
+def _escape(text: str) -> str:
+    import re
+
+    return re.escape(text)
+
+
+# --------------------------------------------------------------------------- real GPU
+
+
+def _cuda_device_present() -> bool:
+    try:
+        cupy = importlib.import_module("cupy")
+        return int(cupy.cuda.runtime.getDeviceCount()) > 0
+    except Exception:
+        return False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_device_present(), reason="needs CuPy and a CUDA device")
+@pytest.mark.parametrize("exact", [True, False])
+def test_silhouette_on_cupy_matches_numpy(exact: bool) -> None:
+    cupy = importlib.import_module("cupy")
+    x, _ = make_blobs(6000, 8, centers=5, cluster_std=2.0, random_state=4)
+    labelings = {k: KMeans(k, n_init=1, random_state=0).fit_predict(x) for k in range(2, 6)}
+    settings = ({} if exact else {"exact_max_rows": 1000, "sample_size": 1500, "seed": 2})
+    on_cpu = silhouette_scores(x, labelings, **settings)
+    on_gpu = silhouette_scores(cupy.asarray(x), labelings, xp=cupy, **settings)
+    for k in labelings:
+        assert on_gpu[k].exact is on_cpu[k].exact is exact
+        assert on_gpu[k].n_points == on_cpu[k].n_points
+        assert on_gpu[k].score == pytest.approx(on_cpu[k].score, abs=1e-4)
+        assert on_gpu[k].stderr == pytest.approx(on_cpu[k].stderr, abs=1e-4)
+
+
+def test_backend_module_imports_no_gpu_package_at_import_time() -> None:
+    source = Path(backend_module.__file__).read_text()
+    top_level = [n for n in ast.parse(source).body if isinstance(n, (ast.Import, ast.ImportFrom))]
+    for node in top_level:
+        names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                 else [node.module or ""])
+        assert not any(n.split(".")[0] in ("cupy", "cudf", "cuml") for n in names)
