@@ -301,6 +301,10 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "silhouette_exact_max_rows": ("100", 100),
     "silhouette_sample_size": ("200", 200),
     "log_format": ("json", "json"),
+    "dask": ("local", "local"),
+    "dask_scheduler": ("tcp://127.0.0.1:8786", "tcp://127.0.0.1:8786"),
+    "dask_workers": ("2", 2),
+    "dask_output": ("out-dataset", "out-dataset"),
 }
 # Parameters that need companions to form a valid configuration.
 _TD = {"store": "td", "input_table": "shop.customers", "output_table": "shop.segments"}

@@ -82,7 +82,7 @@ def test_flag_and_envvar_names(param: Any) -> None:
     assert param.envvar == "AUTOSEG_" + param.name.upper()
     assert param.help.strip()
     if param.kind == "choice":
-        assert param.default in param.choices
+        assert param.default is None or param.default in param.choices
 
 
 def test_defaults_with_only_an_input_table() -> None:
@@ -343,3 +343,19 @@ def test_given_value_fixes_an_inconsistent_params_file(tmp_path: Path) -> None:
     path = _params(tmp_path, "min_clusters: 6\nmax_clusters: 4\n")
     config = build_config({"input_table": "db.t", "max_clusters": 8}, path)
     assert (config.min_clusters, config.max_clusters) == (6, 8)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [({"dask": "local", "dask_scheduler": "tcp://h:8786"}, "either --dask local or"),
+     ({"dask": "local", "output_table": "db.out"}, "--output-table is not supported on a Dask"),
+     ({"dask_scheduler": "tcp://h:8786", "prefer_stable": True}, "--prefer-stable is not")],
+)
+def test_dask_runs_refuse_what_they_cannot_do(extra: dict, message: str) -> None:
+    with pytest.raises(UsageError, match=message):
+        _config(**extra)
+
+
+def test_dask_input_may_be_a_dataset_folder_or_url() -> None:
+    config = _config(dask="local", input_table="s3://bucket/customers/")
+    assert config.on_dask and config.input_table == "s3://bucket/customers/"

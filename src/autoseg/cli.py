@@ -31,6 +31,7 @@ from autoseg.errors import (
     EXIT_USAGE,
     AutosegError,
     Interrupted,
+    UsageError,
 )
 from autoseg.logs import configure_logging
 
@@ -143,6 +144,10 @@ def run_command(
     silhouette_exact_max_rows: int = _opt("silhouette_exact_max_rows"),
     silhouette_sample_size: int = _opt("silhouette_sample_size"),
     log_format: str = _opt("log_format"),
+    dask: str = _opt("dask"),
+    dask_scheduler: str = _opt("dask_scheduler"),
+    dask_workers: int = _opt("dask_workers"),
+    dask_output: str = _opt("dask_output"),
     params: Path = _PARAMS_OPTION,
 ) -> None:
     """Segment a table: read, prepare, choose k, assign, write outputs."""
@@ -197,9 +202,39 @@ def version_command() -> None:
     typer.echo(__version__)
 
 
+def _execute_on_dask(config: RunConfig) -> None:
+    """Run on a Dask cluster (autoseg[dask]); the summary is printed from the result dict."""
+    try:
+        from autoseg.dask_run import client_from_options, default_output_path, run_on_dask
+    except ImportError as exc:
+        raise UsageError(
+            f"--dask/--dask-scheduler need Dask ({exc.name} is not installed): "
+            "pip install 'autoseg[dask]'"
+        ) from None
+    configure_logging(config.log_format)
+    client = client_from_options(config.dask_scheduler, config.dask == "local",
+                                 config.dask_workers)
+    try:
+        output = config.dask_output or default_output_path(config.input_table)
+        summary = run_on_dask(config, client, input_path=config.input_table,
+                              output_path=output)
+    finally:
+        cluster = getattr(client, "cluster", None)  # None when connected to a remote scheduler
+        client.close()
+        if cluster is not None:
+            cluster.close()
+    typer.echo(f"chosen k = {summary['chosen_k']}; sizes: {summary['cluster_sizes']}")
+    typer.echo(f"labelled rows: {output}")
+    typer.echo(f"summary: {config.output_dir / 'summary.json'}")
+
+
 def _execute(config: RunConfig) -> None:
     from autoseg.pipeline import run
     from autoseg.summary_console import print_run_summary
+
+    if config.on_dask:
+        _execute_on_dask(config)
+        return
 
     interactive = sys.stderr.isatty() and config.log_format == "text"
     # On a terminal a spinner names the running stage and only warnings are logged; in a

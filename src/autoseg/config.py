@@ -130,6 +130,15 @@ PARAMETERS: tuple[Parameter, ...] = (
               "Rows whose silhouette is computed (against all rows) when estimating it.",
               minimum=100),
     Parameter("log_format", "choice", "text", "`text` or `json` log lines.", choices=LOG_FORMATS),
+    Parameter("dask", "choice", None,
+              "`local`: run on a Dask LocalCluster started for the run (input: a partitioned "
+              "Parquet dataset, output: --dask-output).", choices=("local",)),
+    Parameter("dask_scheduler", "str", None,
+              "Address of an existing Dask scheduler (tcp://host:8786) to run on."),
+    Parameter("dask_workers", "int", None, "Workers of the --dask local cluster.", minimum=1),
+    Parameter("dask_output", "str", None,
+              "Dataset folder or URL for the labelled rows of a Dask run (default: the input "
+              "path + `-clustered`)."),
 )
 PARAMETERS_BY_NAME: dict[str, Parameter] = {p.name: p for p in PARAMETERS}
 
@@ -182,6 +191,15 @@ class RunConfig:
     silhouette_exact_max_rows: int = 50_000
     silhouette_sample_size: int = 20_000
     log_format: str = "text"
+    dask: str | None = None
+    dask_scheduler: str | None = None
+    dask_workers: int | None = None
+    dask_output: str | None = None
+
+    @property
+    def on_dask(self) -> bool:
+        """Whether the run goes to a Dask cluster (``--dask local`` or ``--dask-scheduler``)."""
+        return bool(self.dask or self.dask_scheduler)
 
     @property
     def input_is_file(self) -> bool:
@@ -386,6 +404,9 @@ def _check_consistency(values: dict[str, Any]) -> None:
             f"--min-clusters={values['min_clusters']} must be <= "
             f"--max-clusters={values['max_clusters']}"
         )
+    if values["dask"] or values["dask_scheduler"]:
+        _check_dask(values)
+        return
     if not is_file_input(values["input_table"]):
         parse_table_name(values["input_table"], "--input-table")
     if values["output_table"]:
@@ -466,4 +487,25 @@ def _check_min_cluster_size(text: str) -> None:
         raise UsageError(
             f"--min-cluster-size={text!r} must be a row count (e.g. 500) or a share of rows "
             "between 0 and 1 (e.g. 0.02)"
+        )
+
+
+def _check_dask(values: dict[str, Any]) -> None:
+    """A Dask run reads a Parquet dataset and writes one; table outputs are not supported."""
+    if values["dask"] and values["dask_scheduler"]:
+        raise UsageError("give either --dask local or --dask-scheduler, not both")
+    unsupported = [
+        PARAMETERS_BY_NAME[name].flag for name in (
+            "output_table", "export_feature_importance", "export_shap_values",
+            "export_segment_rules", "audience_name", "foreign_key", "rowid_column")
+        if values[name]
+    ]
+    if not values["force_refit"]:
+        unsupported.append("--no-force-refit")
+    if values["prefer_stable"]:
+        unsupported.append("--prefer-stable")
+    if unsupported:
+        raise UsageError(
+            f"{unsupported[0]} is not supported on a Dask cluster yet: the labelled rows go to "
+            "--dask-output; run without --dask/--dask-scheduler for tables and audiences"
         )
