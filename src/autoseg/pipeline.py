@@ -667,7 +667,11 @@ def _versions() -> dict[str, str]:
         try:
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
-            versions[package] = "not installed"
+            # the CPU image installs XGBoost as the xgboost-cpu distribution
+            try:
+                versions[package] = metadata.version(f"{package}-cpu")
+            except metadata.PackageNotFoundError:
+                versions[package] = "not installed"
     return versions
 
 
