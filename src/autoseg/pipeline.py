@@ -59,6 +59,7 @@ STABILITY_ROWS = 8_000  # evaluation sample of the stability refits
 STABILITY_RESTARTS = 2
 LOW_FIDELITY = 0.8  # below this hold-out accuracy the explanations carry a warning
 PROJECTION_ROWS = 5000
+DESCRIBE_ROWS = 1_000_000  # rows read by explanations, profiles, rules and drift
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
 _VERSIONED_PACKAGES = ("numpy", "pandas", "scikit-learn", "duckdb", "pyarrow", "xgboost")
@@ -165,7 +166,7 @@ def _run(
         _check_output_table(store, output_name, frame, config.output_mode)
 
     with timer.stage("profile"):
-        profile = profile_table(frame, config.hide_table_contents)
+        profile = profile_table(frame, config.hide_table_contents, config.seed)
 
     search: SearchResult | None = None
     projection = None
@@ -228,26 +229,40 @@ def _run(
         log.info("reused saved model %r (k=%d); no fitting", config.model_name, model.k)
 
     with timer.stage("explain"):
-        readable = spec.readable(frame)
-        explanation, explanation_note = _explain_stage(readable, labels, model.k, config,
+        # Explanations, profiles, rules and drift read a uniform sample of at most
+        # DESCRIBE_ROWS rows: means and shares from a million rows are exact to the digits
+        # shown, and the readable copy of a 10M-row table would cost 800 MB. Cluster sizes
+        # stay exact (counted from all labels below).
+        rows = _sample_rows(len(frame), DESCRIBE_ROWS, config.seed)
+        part = frame if rows is None else frame.iloc[rows]
+        part_labels = labels if rows is None else labels[rows]
+        part_distances = distances if rows is None else distances[rows]
+        readable = spec.readable(part)
+        explanation, explanation_note = _explain_stage(readable, part_labels, model.k, config,
                                                        backend.xgboost_device)
-        profiles = profile_clusters(
-            readable, labels, model.k,
-            explanation.shap_by_cluster if explanation is not None else None,
-            config.hide_table_contents, {f.column: f.kind for f in spec.numeric},
-        )
-        projection_2d = _projection_sample(matrix, labels, config.seed)
         kinds = {f.column: f.kind for f in spec.numeric}
-        rules = cluster_rules(readable, labels, model.k, seed=config.seed, kinds=kinds)
+        profiles = profile_clusters(
+            readable, part_labels, model.k,
+            explanation.shap_by_cluster if explanation is not None else None,
+            config.hide_table_contents, kinds,
+        )
+        exact_sizes = np.bincount(labels, minlength=model.k)
+        for cluster in profiles:
+            cluster["size"] = int(exact_sizes[cluster["cluster_id"]])
+            cluster["share"] = float(exact_sizes[cluster["cluster_id"]] / len(labels))
+        projection_2d = _projection_sample(matrix, labels, config.seed)
+        rules = cluster_rules(readable, part_labels, model.k, seed=config.seed, kinds=kinds)
         for rule in rules:
             profiles[rule.cluster_id]["rule"] = _rule_summary(rule, config.hide_table_contents)
         drift = None
         if saved_model is not None and "reference" in saved_model.extra:
-            drift = drift_report(saved_model.extra["reference"], readable, labels, distances)
+            drift = drift_report(saved_model.extra["reference"], readable, part_labels,
+                                 part_distances)
             for warning in drift.get("warnings", []):
                 log.warning("drift: %s", warning.get("message"))
         else:
-            model.extra["reference"] = reference_profile(readable, labels, distances, model.k)
+            model.extra["reference"] = reference_profile(readable, part_labels, part_distances,
+                                                         model.k)
 
     sizes = np.bincount(labels, minlength=model.k).tolist()
     summary = _summary(config, frame, spec, profile, imputed, search, model, sizes, labels,
@@ -383,6 +398,13 @@ def _export_writes(
         frame = getattr(explanation, attribute).reset_index(drop=True)
         writes.append(TableWrite(name, frame, config.output_mode))
     return writes
+
+
+def _sample_rows(n: int, limit: int, seed: int) -> np.ndarray | None:
+    """Sorted positions of a uniform sample of ``limit`` rows, or None when ``n <= limit``."""
+    if n <= limit:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
 
 
 def _projection_sample(matrix: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, Any]:
