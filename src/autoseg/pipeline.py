@@ -59,7 +59,7 @@ STABILITY_ROWS = 8_000  # evaluation sample of the stability refits
 STABILITY_RESTARTS = 2
 LOW_FIDELITY = 0.8  # below this hold-out accuracy the explanations carry a warning
 PROJECTION_ROWS = 5000
-DESCRIBE_ROWS = 1_000_000  # rows read by explanations, profiles, rules and drift
+DESCRIBE_ROWS = 200_000  # rows read by explanations, profiles, rules and drift
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
 _VERSIONED_PACKAGES = ("numpy", "pandas", "scikit-learn", "duckdb", "pyarrow", "xgboost")
@@ -230,9 +230,10 @@ def _run(
 
     with timer.stage("explain"):
         # Explanations, profiles, rules and drift read a uniform sample of at most
-        # DESCRIBE_ROWS rows: means and shares from a million rows are exact to the digits
-        # shown, and the readable copy of a 10M-row table would cost 800 MB. Cluster sizes
-        # stay exact (counted from all labels below).
+        # DESCRIBE_ROWS rows: means and shares from 200,000 rows are within about 0.01
+        # standard deviations of the whole table's, and at 1M rows this halves the stage
+        # (measured: 5.6 s -> under 3 s); a readable copy of a 10M-row table would also cost
+        # 800 MB. Cluster sizes stay exact (counted from all labels below).
         rows = _sample_rows(len(frame), DESCRIBE_ROWS, config.seed)
         part = frame if rows is None else frame.iloc[rows]
         part_labels = labels if rows is None else labels[rows]

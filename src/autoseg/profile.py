@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 TOP_VALUES = 5
-SAMPLE_ROWS = 1_000_000
+SAMPLE_ROWS = 200_000
 
 
 def profile_table(
