@@ -44,6 +44,7 @@ from autoseg.io.td_store import (
     scrub,
     validate_td_table_name,
 )
+from autoseg.retry import backoff_delay
 
 logger = logging.getLogger(__name__)
 
@@ -193,11 +194,7 @@ class CDPClient:
         self.close()
 
     def _delay(self, attempt: int, retry_after: str | None) -> float:
-        wait = self.backoff_base * (2 ** attempt)
-        if retry_after:
-            with contextlib.suppress(ValueError):
-                wait = max(wait, float(retry_after))
-        return max(0.0, min(wait, self.backoff_max))
+        return backoff_delay(attempt, self.backoff_base, self.backoff_max, retry_after)
 
     def request(
         self,

@@ -63,6 +63,7 @@ from autoseg.errors import (
     UsageError,
 )
 from autoseg.io.base import TableWrite
+from autoseg.retry import backoff_delay
 
 logger = logging.getLogger(__name__)
 
@@ -394,11 +395,7 @@ class _RetryingSend:
 
     def delay(self, attempt: int, retry_after: str | None = None) -> float:
         """Seconds to wait before retry number ``attempt + 1``."""
-        wait = self.backoff_base * (2 ** attempt)
-        if retry_after:
-            with contextlib.suppress(ValueError):
-                wait = max(wait, float(retry_after))
-        return max(0.0, min(wait, self.backoff_max))
+        return backoff_delay(attempt, self.backoff_base, self.backoff_max, retry_after)
 
     def __call__(
         self,
