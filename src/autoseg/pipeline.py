@@ -588,7 +588,8 @@ def _check_input(frame: pd.DataFrame, config: RunConfig,
             f"--input-table already has a {CLUSTER_COLUMN!r} column: drop or rename it first "
             "(it would be overwritten)"
         )
-    unknown = [c for c in config.ignore_columns if c not in frame.columns]
+    # `time` is ignored by default (TD adds it to every table); its absence is no news
+    unknown = [c for c in config.ignore_columns if c not in frame.columns and c != "time"]
     if unknown:
         log.warning("--ignore-columns: %s not in the input; ignored", ", ".join(map(repr, unknown)))
     if config.rowid_column:
