@@ -113,6 +113,11 @@ def test_same_segmentation_as_single_machine(
     saved = json.loads((tmp_path / "dask" / "summary.json").read_text())
     assert saved["chosen_k"] == summary["chosen_k"]
     assert saved["explanation"]["available"] is True
+    # profiles, rules and the report as on one machine (profiles from a bounded sample)
+    assert [c["size"] for c in saved["clusters"]] == summary["cluster_sizes"]
+    assert all(c["description"] and c["rule"]["text"] for c in saved["clusters"])
+    report = (tmp_path / "dask" / "report.html").read_text()
+    assert "Cluster profiles" in report and report.count("data:image/png;base64,") == 6
     # nothing but the dataset is left beside it (no staging or backup folders)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".labelled")] == []
 

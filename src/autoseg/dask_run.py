@@ -49,16 +49,23 @@ from autoseg.features import FIT_SAMPLE_ROWS as FEATURE_FIT_ROWS
 from autoseg.features import FeatureSpec, fit_features
 from autoseg.pipeline import (
     CLUSTER_COLUMN,
+    REPORT_FILE,
     SUMMARY_FILE,
     _check_output_dir,
     _explain_stage,
     _explanation_summary,
     _k_values,
+    _projection_sample,
+    _rule_summary,
     _write_json_atomically,
 )
+from autoseg.profile import profile_table
 from autoseg.reduce import FIT_SAMPLE_ROWS as PCA_FIT_ROWS
 from autoseg.reduce import Projection, fit_projection
+from autoseg.report import write_report
+from autoseg.rules import cluster_rules
 from autoseg.search import nearest_centroid, search_k
+from autoseg.segments import profile_clusters
 
 log = logging.getLogger(__name__)
 
@@ -212,9 +219,26 @@ def _run(config: RunConfig, client: Client, input_path: str, output_path: str,
         explain_rows = (np.arange(n_rows) if n_rows <= EXPLAIN_ROWS else np.sort(
             np.random.default_rng(seed).choice(n_rows, size=EXPLAIN_ROWS, replace=False)))
         sample = whole.iloc[explain_rows] if whole is not None else data.take(explain_rows)
-        labels = nearest_centroid(_prepare(sample, spec, projection), centroids)
-        explanation, note = _explain_stage(spec.readable(sample), labels, search.chosen_k,
-                                           config)
+        prepared = _prepare(sample, spec, projection)
+        labels = nearest_centroid(prepared, centroids)
+        readable = spec.readable(sample)
+        explanation, note = _explain_stage(readable, labels, search.chosen_k, config)
+        # Profiles, rules and the report read the same bounded sample; sizes stay exact.
+        kinds = {f.column: f.kind for f in spec.numeric}
+        profiles = profile_clusters(
+            readable, labels, search.chosen_k,
+            explanation.shap_by_cluster if explanation is not None else None,
+            config.hide_table_contents, kinds,
+        )
+        for cluster in profiles:
+            cluster["size"] = int(sizes[cluster["cluster_id"]])
+            cluster["share"] = float(sizes[cluster["cluster_id"]] / n_rows)
+        for rule in cluster_rules(readable, labels, search.chosen_k, seed=seed, kinds=kinds):
+            profiles[rule.cluster_id]["rule"] = _rule_summary(rule, config.hide_table_contents)
+        eda = profile_table(sample, config.hide_table_contents, seed)
+        eda["rows"] = n_rows
+        eda["sampled_rows"] = len(sample)
+        projection_2d = _projection_sample(prepared, labels, seed)
 
     summary = {
         "autoseg_version": __version__,
@@ -243,11 +267,16 @@ def _run(config: RunConfig, client: Client, input_path: str, output_path: str,
         "cluster_shares": [round(s / n_rows, 6) for s in sizes],
         "explanation": _explanation_summary(explanation, note),
         "explanation_rows": len(sample),
+        "profile": eda,
+        "clusters": profiles,
         "timings_seconds": timer.seconds,
         "outputs": {"dataset": output_path,
-                    "summary": str(config.output_dir / SUMMARY_FILE)},
+                    "summary": str(config.output_dir / SUMMARY_FILE),
+                    "report": str(config.output_dir / REPORT_FILE)},
     }
     _write_json_atomically(config.output_dir / SUMMARY_FILE, summary)
+    write_report(config.output_dir / REPORT_FILE, summary, projection_2d,
+                 config.hide_table_contents)
     return summary
 
 
