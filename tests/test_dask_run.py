@@ -26,6 +26,7 @@ from autoseg import dask_run  # noqa: E402
 from autoseg.config import build_config  # noqa: E402
 from autoseg.demo import make_customers, to_arrow  # noqa: E402
 from autoseg.errors import InputDataError, UsageError  # noqa: E402
+from autoseg.model import SegmentationModel  # noqa: E402
 from autoseg.pipeline import run  # noqa: E402
 
 ROWS = 4000
@@ -84,7 +85,8 @@ def test_same_segmentation_as_single_machine(
     values = SETTINGS[setting]
     reference = run(_config(tmp_path, data["single"], "single", **values))
     out = tmp_path / "labelled"
-    summary = dask_run.run_on_dask(_config(tmp_path, data["single"], "dask", **values), client,
+    summary = dask_run.run_on_dask(_config(tmp_path, data["single"], "dask", model_name="m",
+                                           **values), client,
                                    input_path=str(data["dataset"]), output_path=str(out))
 
     assert summary["chosen_k"] == reference.chosen_k
@@ -116,6 +118,8 @@ def test_same_segmentation_as_single_machine(
     # profiles, rules and the report as on one machine (profiles from a bounded sample)
     assert [c["size"] for c in saved["clusters"]] == summary["cluster_sizes"]
     assert all(c["description"] and c["rule"]["text"] for c in saved["clusters"])
+    model = SegmentationModel.load(tmp_path / "models" / "m", "m")  # saved like a local fit
+    assert model.k == summary["chosen_k"] and summary["outputs"]["model"]
     report = (tmp_path / "dask" / "report.html").read_text()
     assert "Cluster profiles" in report and report.count("data:image/png;base64,") == 6
     # nothing but the dataset is left beside it (no staging or backup folders)

@@ -47,6 +47,7 @@ from autoseg.config import RunConfig
 from autoseg.errors import InputDataError, UsageError
 from autoseg.features import FIT_SAMPLE_ROWS as FEATURE_FIT_ROWS
 from autoseg.features import FeatureSpec, fit_features
+from autoseg.model import SegmentationModel
 from autoseg.pipeline import (
     CLUSTER_COLUMN,
     REPORT_FILE,
@@ -274,6 +275,16 @@ def _run(config: RunConfig, client: Client, input_path: str, output_path: str,
                     "summary": str(config.output_dir / SUMMARY_FILE),
                     "report": str(config.output_dir / REPORT_FILE)},
     }
+    if config.model_name:
+        # the same saved state as a single-machine fit, so a later run (on one machine or on
+        # Dask) can refit with stable ids against it
+        model = SegmentationModel(spec=spec, centroids=centroids, projection=projection,
+                                  k=search.chosen_k, fingerprint={"rows": n_rows,
+                                                                  "input_path": input_path})
+        surrogate = (explanation.booster.save_raw(raw_format="json")
+                     if explanation is not None else None)
+        summary["outputs"]["model"] = str(
+            model.save(config.model_dir / config.model_name, surrogate))
     _write_json_atomically(config.output_dir / SUMMARY_FILE, summary)
     write_report(config.output_dir / REPORT_FILE, summary, projection_2d,
                  config.hide_table_contents)
