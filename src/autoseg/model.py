@@ -24,7 +24,6 @@ from autoseg import __version__
 from autoseg.errors import UsageError
 from autoseg.features import FeatureSpec
 from autoseg.reduce import Projection
-from autoseg.search import nearest_centroid
 
 FORMAT_VERSION = 1
 
@@ -46,10 +45,6 @@ class SegmentationModel:
         if self.projection is not None:
             matrix = self.projection.transform(matrix)
         return matrix, imputed
-
-    def assign(self, matrix: np.ndarray) -> np.ndarray:
-        """Cluster id of every prepared row: the nearest centroid."""
-        return nearest_centroid(matrix, self.centroids)
 
     def save(self, directory: Path, surrogate_json: bytes | bytearray | None = None) -> Path:
         """Write the model atomically to ``directory`` (replacing an existing one).

@@ -190,9 +190,9 @@ def _run(
         with timer.stage("search"):
             # Restarts and silhouettes are affordable on a sample; the chosen k is then fitted
             # on every row below. Small tables are searched whole.
-            search_rows = (np.sort(np.random.default_rng(config.seed).choice(
-                n_rows, size=config.search_sample_size, replace=False)) if sampled else None)
-            search_x = matrix[search_rows] if sampled else matrix
+            search_rows = (_sample_rows(n_rows, config.search_sample_size, config.seed)
+                           if sampled else None)
+            search_x = matrix if search_rows is None else matrix[search_rows]
             # --min-cluster-size counts rows of the whole table; the search sees a sample
             min_rows = config.min_cluster_rows(n_rows)
             search = search_k(
@@ -265,7 +265,7 @@ def _run(
             model.extra["reference"] = reference_profile(readable, part_labels, part_distances,
                                                          model.k)
 
-    sizes = np.bincount(labels, minlength=model.k).tolist()
+    sizes = exact_sizes.tolist()
     summary = _summary(config, frame, spec, profile, imputed, search, model, sizes, labels,
                        backend, timer,
                        _explanation_summary(explanation, explanation_note))
@@ -559,20 +559,14 @@ def _check_csv_header(path: str) -> None:
         return
     with open(path, newline="", encoding="utf-8", errors="replace") as handle:
         header = next(csv.reader(handle, delimiter="\t" if path.endswith(".tsv") else ","), [])
-    seen: set[str] = set()
-    for name in (h.strip() for h in header):
-        if name in seen:
-            raise InputDataError(
-                f"--input-table={path!r} has two columns named {name!r}: rename one"
-            )
-        seen.add(name)
+    _check_column_names([h.strip() for h in header], f"--input-table={path!r}")
 
 
-def _check_column_names(names: list[str]) -> None:
+def _check_column_names(names: list[str], where: str = "--input-table") -> None:
     seen: set[str] = set()
     for name in names:
         if name in seen:
-            raise InputDataError(f"--input-table has two columns named {name!r}: rename one")
+            raise InputDataError(f"{where} has two columns named {name!r}: rename one")
         seen.add(name)
 
 
