@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import inspect
 import json
 import os
 import platform
@@ -191,30 +190,21 @@ def _labelings(x: np.ndarray, centres: np.ndarray, ks: range) -> dict[int, np.nd
 
 
 def _nearest_numpy(x: np.ndarray, centres: np.ndarray) -> np.ndarray:
-    return _nearest_xp(x, centres, np)
+    from autoseg.search import nearest_centroid
 
-
-def _nearest_xp(x: Any, centres: Any, xp: Any, chunk_rows: int = 262_144) -> Any:
-    """The formula of ``autoseg.search.nearest_centroid``, written against ``xp``."""
-    labels = xp.empty(x.shape[0], dtype=xp.int32)
-    c = xp.asarray(centres, dtype=xp.float32)
-    c_norms = (c * c).sum(axis=1)
-    for start in range(0, x.shape[0], chunk_rows):
-        block = x[start : start + chunk_rows]
-        distances = c_norms[None, :] - 2.0 * (block @ c.T)
-        labels[start : start + chunk_rows] = distances.argmin(axis=1)
-    return labels
+    return nearest_centroid(x, centres)
 
 
 def _nearest_centroid_function(xp: Any) -> tuple[Callable[[Any, Any], Any], str]:
-    """autoseg's nearest_centroid when it takes ``xp``, else the local port of its formula."""
+    """The pipeline's assignment, ``autoseg.search.nearest_centroid_with_distance`` on ``xp``.
+
+    It returns host labels (and distances) whatever ``xp`` is, as the pipeline's ``_assign``
+    uses it; the labels are what is compared and timed.
+    """
     from autoseg import search
 
-    if "xp" in inspect.signature(search.nearest_centroid).parameters:
-        return (lambda x, c: search.nearest_centroid(x, c, xp=xp)), "autoseg.search"
-    return (lambda x, c: _nearest_xp(x, c, xp)), (
-        "local port (autoseg.search.nearest_centroid has no xp parameter yet)"
-    )
+    return ((lambda x, c: search.nearest_centroid_with_distance(x, c, xp=xp)[0]),
+            "autoseg.search.nearest_centroid_with_distance")
 
 
 def _explain_frame(rows: int, seed: int = SEED) -> tuple[Any, np.ndarray]:
@@ -568,7 +558,7 @@ def _seconds_cell(timing: Timing | None) -> str:
     if timing is None:
         return "-"
     if timing.status == "OK" and timing.seconds is not None:
-        return f"{timing.seconds:.2f}"
+        return f"{timing.seconds:.3f}"
     return timing.status.lower()
 
 
