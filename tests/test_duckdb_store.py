@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -11,7 +13,7 @@ import pytest
 
 from autoseg.config import TableName
 from autoseg.errors import InputDataError, ServiceError
-from autoseg.io import TableWrite
+from autoseg.io import RowChunks, TableWrite
 from autoseg.io.duckdb_store import DuckDBStore
 
 
@@ -84,3 +86,214 @@ def test_failed_write_changes_nothing(tmp_path: Path) -> None:
         names = {r[0] for r in conn.sql("SELECT table_name FROM information_schema.tables")
                  .fetchall()}
     assert names == {"first", "second"}  # no staging table left behind
+
+
+# -- streamed rows (RowChunks) -----------------------------------------------------------------
+
+STREAM_SCHEMA = pa.schema([
+    ("customer_id", pa.string()),
+    ("orders", pa.int64()),
+    ("spend", pa.float64()),
+    ("signup", pa.date32()),
+    ("member", pa.bool_()),
+])
+
+
+def _stream_table() -> pa.Table:
+    """Seven rows with the awkward values: leading zeros, NaN and null floats, dates, bools."""
+    return pa.table({
+        "customer_id": ["00123", "00456", "00789", "01000", "02000", "03000", "04000"],
+        "orders": pa.array([1, 2, 3, 4, 5, 6, 7], pa.int64()),
+        "spend": [10.5, float("nan"), None, 3.0, 4.25, None, 6.0],
+        "signup": pa.array([date(2024, 1, d) for d in range(1, 8)], pa.date32()),
+        "member": [True, False, None, True, True, False, True],
+    }, schema=STREAM_SCHEMA)
+
+
+def _chunks_of(table: pa.Table, sizes: list[int]) -> list[pa.Table]:
+    """Slices of ``table`` of the given sizes (zeros make empty chunks), in order."""
+    out, start = [], 0
+    for size in sizes:
+        out.append(table.slice(start, size))
+        start += size
+    assert start == table.num_rows
+    return out
+
+
+def _failing_chunks(chunks: list[pa.Table], error: BaseException) -> Iterator[pa.Table]:
+    """The chunks, then ``error``: a stream whose source dies part-way (a Dask worker, say)."""
+    yield from chunks
+    raise error
+
+
+def _typed_rows(path: Path, table: str) -> tuple[dict[str, str], list[tuple]]:
+    """Column types and rows (NaN and NULL told apart) of ``table``."""
+    with duckdb.connect(str(path)) as conn:
+        described = {r[0]: r[1] for r in conn.sql(f"DESCRIBE {table}").fetchall()}
+        rows = conn.sql(
+            f"SELECT customer_id, orders, CASE WHEN isnan(spend) THEN 'NaN' "
+            f"ELSE CAST(spend AS VARCHAR) END, signup, member FROM {table} ORDER BY customer_id"
+        ).fetchall()
+    return described, rows
+
+
+def _table_names(path: Path) -> set[str]:
+    with duckdb.connect(str(path)) as conn:
+        return {r[0] for r in conn.sql("SELECT table_name FROM information_schema.tables")
+                .fetchall()}
+
+
+def test_streamed_chunks_write_like_one_arrow_table(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    table = _stream_table()
+    # Chunks of different sizes, some empty; one with its columns in another order and a
+    # narrower integer type: every chunk is cast to the schema.
+    chunks = _chunks_of(table, [0, 3, 0, 2, 2])
+    chunks[3] = chunks[3].select(["member", "spend", "signup", "orders", "customer_id"])
+    chunks[3] = chunks[3].set_column(3, "orders", chunks[3].column("orders").cast(pa.int32()))
+    store = DuckDBStore(str(path))
+    store.write_tables([TableWrite(TableName("db", "whole"), table, "overwrite")])
+    store.write_tables([TableWrite(TableName("db", "streamed"),
+                                   RowChunks(STREAM_SCHEMA, iter(chunks)), "overwrite")])
+    assert store.read_table(TableName("db", "streamed")).schema == table.schema
+    store.close()
+    described, rows = _typed_rows(path, "db.streamed")
+    assert (described, rows) == _typed_rows(path, "db.whole")
+    assert described == {"customer_id": "VARCHAR", "orders": "BIGINT", "spend": "DOUBLE",
+                         "signup": "DATE", "member": "BOOLEAN"}
+    assert rows[:3] == [("00123", 1, "10.5", date(2024, 1, 1), True),
+                        ("00456", 2, "NaN", date(2024, 1, 2), False),
+                        ("00789", 3, None, date(2024, 1, 3), None)]
+
+
+def test_zero_chunks_make_a_typed_empty_table(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    store = DuckDBStore(str(path))
+    store.write_tables([TableWrite(TableName("db", "t"), pd.DataFrame({"a": [1, 2]}),
+                                   "overwrite")])
+    store.write_tables([TableWrite(TableName("db", "t"), RowChunks(STREAM_SCHEMA, iter([])),
+                                   "overwrite")])
+    store.close()
+    described, rows = _typed_rows(path, "db.t")
+    assert rows == []
+    assert described == {"customer_id": "VARCHAR", "orders": "BIGINT", "spend": "DOUBLE",
+                         "signup": "DATE", "member": "BOOLEAN"}
+
+
+def test_append_streamed_chunks(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    table = _stream_table()
+    store = DuckDBStore(str(path))
+    store.write_tables([TableWrite(TableName("db", "t"), table.slice(0, 2), "overwrite")])
+    rows = RowChunks(STREAM_SCHEMA, iter(_chunks_of(table.slice(2), [2, 0, 3])))
+    store.write_tables([TableWrite(TableName("db", "t"), rows, "append")])
+    store.close()
+    assert _typed_rows(path, "db.t")[1] == _typed_rows_of(tmp_path, table)
+
+
+def _typed_rows_of(tmp_path: Path, table: pa.Table) -> list[tuple]:
+    """The rows ``_typed_rows`` reads back after writing ``table`` whole to a fresh file."""
+    path = tmp_path / "reference.duckdb"
+    store = DuckDBStore(str(path))
+    store.write_tables([TableWrite(TableName("db", "ref"), table, "overwrite")])
+    store.close()
+    return _typed_rows(path, "db.ref")[1]
+
+
+@pytest.mark.parametrize(
+    "error",
+    [RuntimeError("a Dask worker died"),
+     InputDataError("column 'x' of the input table holds text"),
+     KeyboardInterrupt()],
+    ids=["runtime-error", "autoseg-error", "keyboard-interrupt"],
+)
+@pytest.mark.parametrize("mode", ["overwrite", "append"])
+def test_stream_failing_midway_changes_nothing(
+    tmp_path: Path, error: BaseException, mode: str
+) -> None:
+    path = tmp_path / "s.duckdb"
+    table = _stream_table()
+    store = DuckDBStore(str(path))
+    store.write_tables([TableWrite(TableName("db", "t"), table.slice(0, 2), "overwrite")])
+    before = _typed_rows(path, "db.t")
+    rows = RowChunks(STREAM_SCHEMA, _failing_chunks(_chunks_of(table, [3, 4]), error))
+    with pytest.raises(type(error)) as info:
+        store.write_tables([TableWrite(TableName("db", "t"), rows, mode)])
+    assert info.value is error and str(info.value) == str(error)  # propagates unchanged
+    store.close()
+    assert _typed_rows(path, "db.t") == before  # the old rows, exactly
+    assert _table_names(path) == {"t"}  # no staging table left behind
+
+
+def test_streamed_and_pandas_writes_fail_together(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    store = DuckDBStore(str(path))
+    first, labelled = TableName("db", "importance"), TableName("db", "labelled")
+    store.write_tables([TableWrite(first, pd.DataFrame({"feature": ["old"]}), "overwrite")])
+    table = _stream_table()
+    rows = RowChunks(STREAM_SCHEMA, _failing_chunks(_chunks_of(table, [3, 4])[:1],
+                                                    RuntimeError("worker died")))
+    with pytest.raises(RuntimeError, match="^worker died$"):
+        store.write_tables([
+            TableWrite(first, pd.DataFrame({"feature": ["new"]}), "overwrite"),
+            TableWrite(labelled, rows, "overwrite"),
+            TableWrite(TableName("db", "shap"), pd.DataFrame({"v": [1.0]}), "overwrite"),
+        ])
+    store.close()
+    assert _rows(path, "db.importance") == [("old",)]
+    assert _table_names(path) == {"importance"}
+
+
+def test_streamed_write_and_pandas_write_succeed_together(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    table = _stream_table()
+    store = DuckDBStore(str(path))
+    store.write_tables([
+        TableWrite(TableName("db", "labelled"),
+                   RowChunks(STREAM_SCHEMA, iter(_chunks_of(table, [4, 3]))), "overwrite"),
+        TableWrite(TableName("db", "importance"), pd.DataFrame({"feature": ["f"]}),
+                   "overwrite"),
+    ])
+    store.close()
+    assert _typed_rows(path, "db.labelled")[1] == _typed_rows_of(tmp_path, table)
+    assert _rows(path, "db.importance") == [("f",)]
+
+
+def test_streamed_append_of_unknown_column_is_a_service_error(tmp_path: Path) -> None:
+    path = tmp_path / "s.duckdb"
+    store = DuckDBStore(str(path))
+    store.write_tables([TableWrite(TableName("db", "t"), pd.DataFrame({"a": [1]}), "overwrite")])
+    schema = pa.schema([("zzz", pa.int64())])
+    rows = RowChunks(schema, iter([pa.table({"zzz": [1, 2]}, schema=schema)]))
+    with pytest.raises(ServiceError, match=r"^writing to duckdb:.* failed, nothing was changed: "
+                                           r"Binder Error"):
+        store.write_tables([TableWrite(TableName("db", "t"), rows, "append")])
+    store.close()
+    assert _rows(path, "db.t") == [(1,)]
+
+
+@pytest.mark.parametrize(
+    ("chunk", "match"),
+    [
+        (pa.table({"a": [1], "b": ["x"]}),
+         r"^a chunk of rows for output table 'db.t' does not have the table's columns "
+         r"\(unexpected b\): every chunk must have the same columns$"),
+        (pa.table({"b": ["x"]}),
+         r"^a chunk of rows for output table 'db.t' does not have the table's columns "
+         r"\(missing a; unexpected b\)"),
+        (pa.table({"a": ["not a number"]}),
+         r"^a chunk of rows for output table 'db.t' does not fit the table's column types: "),
+    ],
+    ids=["extra-column", "missing-column", "bad-value"],
+)
+def test_chunk_that_does_not_fit_the_schema_is_refused(
+    tmp_path: Path, chunk: pa.Table, match: str
+) -> None:
+    path = tmp_path / "s.duckdb"
+    store = DuckDBStore(str(path))
+    store.write_tables([TableWrite(TableName("db", "t"), pd.DataFrame({"a": [1]}), "overwrite")])
+    rows = RowChunks(pa.schema([("a", pa.int64())]), iter([chunk]))
+    with pytest.raises(InputDataError, match=match):
+        store.write_tables([TableWrite(TableName("db", "t"), rows, "overwrite")])
+    store.close()
+    assert _rows(path, "db.t") == [(1,)]

@@ -7,6 +7,7 @@ are skipped) and with ``backoff_base=0`` so retries do not wait either.
 from __future__ import annotations
 
 import logging
+import re
 import traceback
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +18,7 @@ import pytest
 
 from autoseg.config import TableName
 from autoseg.errors import InputDataError, Interrupted, ServiceError, UsageError
-from autoseg.io.base import TableWrite
+from autoseg.io.base import RowChunks, TableWrite
 from autoseg.io.td_store import (
     DEFAULT_TD_API_SERVER,
     MISSING_KEY_MESSAGE,
@@ -711,3 +712,290 @@ def test_job_timeout_kills_the_job(td: TDEmulator) -> None:
           pytest.raises(ServiceError, match=r"did not finish within 0 s .* it was killed")):
         store.read_table(TableName(DB, "customers"))
     assert td.requests_matching("POST", r"/v3/job/kill/")
+
+
+# -- streamed rows (RowChunks) -----------------------------------------------------------------
+
+STREAM_SCHEMA = pa.schema([
+    ("customer_id", pa.string()),
+    ("orders", pa.int64()),
+    ("spend", pa.float64()),
+    ("signup", pa.date32()),
+    ("member", pa.bool_()),
+])
+
+
+def _stream_table() -> pa.Table:
+    """Seven rows with the awkward values: leading zeros, NaN and null floats, dates, bools."""
+    return pa.table({
+        "customer_id": ["00123", "00456", "00789", "01000", "02000", "03000", "04000"],
+        "orders": pa.array([1, 2, 3, 4, 5, 6, 7], pa.int64()),
+        "spend": [10.5, float("nan"), None, 3.0, 4.25, None, 6.0],
+        "signup": pa.array([pd.Timestamp(f"2024-01-0{d}").date() for d in range(1, 8)],
+                           pa.date32()),
+        "member": [True, False, None, True, True, False, True],
+    }, schema=STREAM_SCHEMA)
+
+
+def _chunks_of(table: pa.Table, sizes: list[int]) -> list[pa.Table]:
+    """Slices of ``table`` of the given sizes (zeros make empty chunks), in order."""
+    out, start = [], 0
+    for size in sizes:
+        out.append(table.slice(start, size))
+        start += size
+    assert start == table.num_rows
+    return out
+
+
+CHUNK_SIZES = [0, 3, 0, 1, 2, 1, 0]  # several chunks, some empty
+
+
+def _failing_chunks(chunks: list[pa.Table], error: BaseException) -> Iterator[pa.Table]:
+    """The chunks, then ``error``: a stream whose source dies part-way (a Dask worker, say)."""
+    yield from chunks
+    raise error
+
+
+def _bulk_sessions(td: TDEmulator) -> list[str]:
+    """Names of the bulk-import sessions created, in order."""
+    return [r.path.split("/")[4] for r in td.requests_matching("POST", r"/v3/bulk_import/create/")]
+
+
+@pytest.mark.parametrize("rows_per_import", [1_000_000, 2])
+def test_streamed_chunks_write_like_one_arrow_table(
+    td: TDEmulator, rows_per_import: int
+) -> None:
+    table = _stream_table()
+    with _store(td, stream_rows_per_import=rows_per_import) as store:
+        store.write_tables([TableWrite(TableName(DB, "whole_t"), table, "overwrite")])
+        rows = RowChunks(STREAM_SCHEMA, iter(_chunks_of(table, CHUNK_SIZES)))
+        store.write_tables([TableWrite(TableName(DB, "streamed_t"), rows, "overwrite")])
+        whole = store.read_table(TableName(DB, "whole_t"))
+        streamed = store.read_table(TableName(DB, "streamed_t"))
+    assert td.table_schema(DB, "streamed_t") == td.table_schema(DB, "whole_t") == [
+        ("customer_id", "string"), ("orders", "long"), ("spend", "double"),
+        ("signup", "string"), ("member", "string")]
+    assert streamed.schema == whole.schema
+    # Everything but the upload time, which differs between the two writes.
+    assert (streamed.drop_columns(["time"]).sort_by("customer_id")
+            .equals(whole.drop_columns(["time"]).sort_by("customer_id")))
+    back = streamed.sort_by("customer_id").to_pydict()
+    assert back["customer_id"][:3] == ["00123", "00456", "00789"]  # leading zeros kept
+    assert back["spend"] == [10.5, None, None, 3.0, 4.25, None, 6.0]  # NaN is null on TD
+    assert back["signup"][0] == "2024-01-01" and back["member"][:3] == ["true", "false", None]
+    assert len(set(back["time"])) == 1  # one upload time for the whole write
+    assert _staging_left(td) == [] and td.bulk_imports == {}
+
+
+def test_stream_larger_than_rows_per_import_uses_several_sessions(
+    td: TDEmulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    table = _new_rows(23)
+    # One chunk bigger than a group (sliced) and a few smaller ones.
+    rows = RowChunks(table.schema, iter(_chunks_of(table, [12, 0, 3, 5, 3])))
+    with _store(td, stream_rows_per_import=5) as store:
+        store.write_tables([TableWrite(TableName(DB, "clusters"), rows, "overwrite")])
+    sessions = _bulk_sessions(td)
+    assert len(sessions) == 5  # ceil(23 / 5) imports of at most 5 rows
+    assert len(set(sessions)) == 5
+    assert all(re.fullmatch(r"clusters_autoseg_tmp_[0-9a-f]{8}_[0-4]", s) for s in sessions)
+    assert _ids(td, "clusters") == sorted(table.column("customer_id").to_pylist())
+    assert td.read_table(DB, "clusters")["cluster_id"].sum() == sum(range(23))
+    assert _staging_left(td) == [] and td.bulk_imports == {}
+    assert "wrote 23 rows to Treasure Data table autoseg_db.clusters (overwrite)" in caplog.text
+    for record in caplog.records:
+        assert APIKEY not in record.getMessage()
+
+
+def test_stream_column_null_in_the_first_import_gets_the_one_import_type(
+    td: TDEmulator,
+) -> None:
+    # TD types a column from the import that adds it: "spend" has no value in the first group.
+    table = pa.table({"k": ["a", "b", "c", "d"], "spend": [None, None, 1.5, 2.0],
+                      "n": pa.array([None, None, 7, None], pa.int64())})
+    with _store(td, stream_rows_per_import=2) as store:
+        store.write_tables([TableWrite(TableName(DB, "whole_t"), table, "overwrite")])
+        rows = RowChunks(table.schema, iter(_chunks_of(table, [1, 1, 2])))
+        store.write_tables([TableWrite(TableName(DB, "streamed_t"), rows, "overwrite")])
+        streamed = store.read_table(TableName(DB, "streamed_t")).drop_columns(["time"])
+        whole = store.read_table(TableName(DB, "whole_t")).drop_columns(["time"])
+    assert streamed.sort_by("k").equals(whole.sort_by("k"))
+    assert td.table_schema(DB, "streamed_t") == td.table_schema(DB, "whole_t") == [
+        ("k", "string"), ("spend", "double"), ("n", "long")]
+
+
+def test_zero_chunks_make_a_typed_empty_table(td: TDEmulator, store: TDStore) -> None:
+    _seed_customers(td)
+    empty = _new_rows(1).slice(0, 0)  # typed columns, no rows
+    store.write_tables([TableWrite(TableName(DB, "customers"),
+                                   RowChunks(empty.schema, iter([])), "overwrite")])
+    store.write_tables([TableWrite(TableName(DB, "whole_t"), empty, "overwrite")])
+    back = store.read_table(TableName(DB, "customers"))
+    assert back.num_rows == 0
+    assert back.column_names == ["customer_id", "spend", "orders", "cluster_id", "time"]
+    assert td.table_schema(DB, "customers") == td.table_schema(DB, "whole_t") == [
+        ("customer_id", "string"), ("spend", "double"), ("orders", "long"),
+        ("cluster_id", "long")]
+    assert _bulk_sessions(td) == []  # pytd refuses zero rows: the staging table is made empty
+    assert _staging_left(td) == []
+
+
+def test_append_streamed_chunks(td: TDEmulator) -> None:
+    _seed_customers(td)
+    table = _new_rows(5).drop_columns(["cluster_id"])
+    with _store(td, stream_rows_per_import=2) as store:
+        store.write_tables([TableWrite(TableName(DB, "customers"),
+                                       RowChunks(table.schema, iter(_chunks_of(table, [2, 3]))),
+                                       "append")])
+    assert _ids(td, "customers") == OLD_IDS + [f"n{i:04d}" for i in range(10, 15)]
+    assert len(_bulk_sessions(td)) == 3  # all into one staging table...
+    assert len([j for j in td.jobs if "INSERT INTO" in j["query"]]) == 1  # ...one INSERT job
+    assert _staging_left(td) == [] and td.bulk_imports == {}
+
+
+@pytest.mark.parametrize(
+    "error",
+    [RuntimeError("a Dask worker died"),
+     InputDataError("column 'x' of the input table holds text"),
+     KeyboardInterrupt()],
+    ids=["runtime-error", "autoseg-error", "keyboard-interrupt"],
+)
+def test_stream_failing_midway_leaves_the_old_table(
+    td: TDEmulator, error: BaseException
+) -> None:
+    _seed_customers(td)
+    table = _new_rows(6)
+    rows = RowChunks(table.schema, _failing_chunks(_chunks_of(table, [3, 3]), error))
+    with (_store(td, stream_rows_per_import=2) as store,
+          pytest.raises(type(error)) as info):
+        store.write_tables([TableWrite(TableName(DB, "customers"), rows, "overwrite")])
+    assert info.value is error and str(info.value) == str(error)  # propagates unchanged
+    assert len(_bulk_sessions(td)) == 3  # three groups were imported before the failure
+    assert _ids(td, "customers") == OLD_IDS
+    assert td.read_table(DB, "customers")["time"].tolist() == [T0] * 3
+    assert [c for c, _ in td.table_schema(DB, "customers")] == [
+        "customer_id", "spend", "orders"]
+    assert not td.requests_matching("POST", r"/v3/table/swap/")
+    assert _staging_left(td) == [] and td.bulk_imports == {}
+
+
+def test_failed_later_import_cleans_up_every_session(td: TDEmulator) -> None:
+    _seed_customers(td)
+    table = _new_rows(6)
+    # The second import's commit fails: its session (not deleted by pytd) must go too.
+    td.fail_next("POST", r"/v3/bulk_import/commit/", status=500, skip=1)
+    with (_store(td, stream_rows_per_import=2) as store,
+          pytest.raises(ServiceError, match="HTTP 500") as info):
+        store.write_tables([TableWrite(TableName(DB, "customers"),
+                                       RowChunks(table.schema, iter([table])), "overwrite")])
+    assert str(info.value).endswith("; no table was changed")
+    assert len(_bulk_sessions(td)) == 2
+    assert _ids(td, "customers") == OLD_IDS
+    assert _staging_left(td) == [] and td.bulk_imports == {}
+
+
+def test_streamed_and_pandas_writes_fail_together(td: TDEmulator) -> None:
+    _seed_customers(td)
+    _seed_customers(td, "shap_values")
+    table = _new_rows(4)
+    rows = RowChunks(table.schema,
+                     _failing_chunks(_chunks_of(table, [4]), RuntimeError("worker died")))
+    with _store(td, stream_rows_per_import=2) as store, pytest.raises(RuntimeError,
+                                                                      match="^worker died$"):
+        store.write_tables([
+            TableWrite(TableName(DB, "shap_values"), pd.DataFrame({"customer_id": ["s1"]}),
+                       "overwrite"),
+            TableWrite(TableName(DB, "customers"), rows, "overwrite"),
+            TableWrite(TableName(DB, "importance"), pd.DataFrame({"feature": ["f"]}),
+                       "overwrite"),
+        ])
+    assert _ids(td, "customers") == OLD_IDS
+    assert _ids(td, "shap_values") == OLD_IDS
+    assert td.table_names(DB) == ["customers", "shap_values"]
+    assert _staging_left(td) == [] and td.bulk_imports == {}
+
+
+def test_streamed_write_and_pandas_write_succeed_together(td: TDEmulator) -> None:
+    _seed_customers(td)
+    table = _new_rows(3)
+    with _store(td, stream_rows_per_import=2) as store:
+        store.write_tables([
+            TableWrite(TableName(DB, "customers"),
+                       RowChunks(table.schema, iter(_chunks_of(table, [1, 2]))), "overwrite"),
+            TableWrite(TableName(DB, "importance"), pd.DataFrame({"feature": ["f"]}),
+                       "overwrite"),
+        ])
+    assert _ids(td, "customers") == ["n0010", "n0011", "n0012"]
+    assert td.read_table(DB, "importance")["feature"].tolist() == ["f"]
+    assert _staging_left(td) == [] and td.bulk_imports == {}
+
+
+def test_streamed_column_names_are_checked_from_the_schema(
+    td: TDEmulator, store: TDStore
+) -> None:
+    pulled: list[pa.Table] = []
+
+    def chunks() -> Iterator[pa.Table]:
+        table = pa.table({"Total Spend": [1.0]})
+        pulled.append(table)
+        yield table
+
+    rows = RowChunks(pa.schema([("Total Spend", pa.float64())]), chunks())
+    with pytest.raises(InputDataError, match=r"^column 'Total Spend' of output table "
+                                             r"'autoseg_db.out_t' would be renamed to "
+                                             r"'total_spend' by Treasure Data: rename it"):
+        store.write_tables([TableWrite(TableName(DB, "out_t"), rows, "overwrite")])
+    assert pulled == [] and td.requests == []  # refused before the stream or TD was touched
+
+
+@pytest.mark.parametrize(
+    ("time_type", "match"),
+    [(pa.string(), r"column 'time' of output table 'autoseg_db.out_t' holds object values, but "
+                   r"Treasure Data needs integer unix seconds there"),
+     (pa.float64(), "holds float64 values")],
+)
+def test_streamed_time_column_type_is_checked_from_the_schema(
+    td: TDEmulator, store: TDStore, time_type: pa.DataType, match: str
+) -> None:
+    schema = pa.schema([("k", pa.string()), ("time", time_type)])
+    with pytest.raises(InputDataError, match=match):
+        store.write_tables([TableWrite(TableName(DB, "out_t"), RowChunks(schema, iter([])),
+                                       "overwrite")])
+    assert td.requests == []
+
+
+def test_streamed_time_values_are_checked_per_chunk(td: TDEmulator) -> None:
+    _seed_customers(td)
+    schema = pa.schema([("customer_id", pa.string()), ("time", pa.int64())])
+    good = pa.table({"customer_id": ["a", "b"], "time": [T0, T0 + 1]}, schema=schema)
+    bad = pa.table({"customer_id": ["c"], "time": pa.array([None], pa.int64())}, schema=schema)
+    with (_store(td, stream_rows_per_import=2) as store,
+          pytest.raises(InputDataError, match=r"^column 'time' of output table "
+                                              r"'autoseg_db.customers' has missing values")):
+        store.write_tables([TableWrite(TableName(DB, "customers"),
+                                       RowChunks(schema, iter([good, bad])), "overwrite")])
+    assert _ids(td, "customers") == OLD_IDS
+    assert _staging_left(td) == [] and td.bulk_imports == {}
+    # A valid time column is kept as given.
+    with _store(td, stream_rows_per_import=2) as store:
+        store.write_tables([TableWrite(TableName(DB, "timed_t"), RowChunks(schema, iter([good])),
+                                       "overwrite")])
+    assert td.read_table(DB, "timed_t")["time"].tolist() == [T0, T0 + 1]
+
+
+def test_chunk_without_the_schema_columns_is_refused(td: TDEmulator, store: TDStore) -> None:
+    _seed_customers(td)
+    schema = pa.schema([("customer_id", pa.string()), ("orders", pa.int64())])
+    chunk = pa.table({"customer_id": ["a"], "spend": [1.0]})
+    with pytest.raises(InputDataError, match=r"^a chunk of rows for output table "
+                                             r"'autoseg_db.customers' does not have the table's "
+                                             r"columns \(missing orders; unexpected spend\)"):
+        store.write_tables([TableWrite(TableName(DB, "customers"),
+                                       RowChunks(schema, iter([chunk])), "overwrite")])
+    assert _ids(td, "customers") == OLD_IDS and _staging_left(td) == []
+
+
+def test_stream_rows_per_import_must_be_positive(td: TDEmulator) -> None:
+    with pytest.raises(UsageError, match="stream_rows_per_import=0 must be >= 1"):
+        _store(td, stream_rows_per_import=0)

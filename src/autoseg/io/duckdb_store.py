@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import duckdb
@@ -10,9 +11,36 @@ import pyarrow as pa
 
 from autoseg.config import TableName
 from autoseg.errors import InputDataError, ServiceError, UsageError
-from autoseg.io.base import TableWrite
+from autoseg.io.base import RowChunks, TableWrite
 
 DEFAULT_SCHEMA = "main"
+
+
+class _StreamedRows:
+    """:class:`RowChunks` as a one-pass Arrow stream DuckDB scans, one chunk at a time.
+
+    DuckDB reports an exception raised while it pulls from the stream as its own
+    ``InvalidInputException`` (the original only as text); the stream keeps the original in
+    ``failure`` so that the store can roll back and re-raise it unchanged.
+    """
+
+    def __init__(self, rows: RowChunks, where: str) -> None:
+        self.rows = rows
+        self.where = where
+        self.failure: BaseException | None = None
+
+    def reader(self) -> pa.RecordBatchReader:
+        return pa.RecordBatchReader.from_batches(self.rows.schema, self._batches())
+
+    def _batches(self) -> Iterator[pa.RecordBatch]:
+        try:
+            for chunk in self.rows.cast_chunks(self.where):
+                yield from chunk.to_batches()
+        except GeneratorExit:  # closed early by the reader: not a failure of the rows
+            raise
+        except BaseException as exc:
+            self.failure = exc
+            raise
 
 
 def _quote(identifier: str) -> str:
@@ -29,6 +57,8 @@ class DuckDBStore:
 
     Writes happen in one transaction: an overwrite builds the new table under a staging name,
     drops the old one and renames the staging table, and either all tables change or none does.
+    :class:`RowChunks` are scanned as an Arrow stream inside that transaction, so they are never
+    all in memory, and a stream that fails part-way rolls everything back.
     """
 
     def __init__(self, path: str) -> None:
@@ -96,19 +126,42 @@ class DuckDBStore:
         return fetch()
 
     def write_tables(self, writes: list[TableWrite]) -> None:
-        """Write all tables in one transaction; roll back everything on any failure."""
+        """Write all tables in one transaction; roll back everything on any failure.
+
+        Parameters
+        ----------
+        writes
+            Tables to write. A :class:`RowChunks` frame is consumed once, chunk by chunk; when
+            its iterator raises, the transaction is rolled back and that exception propagates.
+
+        Raises
+        ------
+        ServiceError
+            DuckDB refused a statement; nothing was changed.
+        """
         conn = self._connect()
+        streams: list[_StreamedRows] = []
         try:
             conn.execute("BEGIN TRANSACTION")
             for i, write in enumerate(writes):
                 schema = write.name.database or DEFAULT_SCHEMA
                 conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(schema)}")
                 view = f"autoseg_write_{i}"
-                conn.register(view, write.frame)
+                if isinstance(write.frame, RowChunks):
+                    stream = _StreamedRows(write.frame, f"output table {str(write.name)!r}")
+                    streams.append(stream)
+                    # The statement below scans the reader once; DuckDB stores the rows as
+                    # they arrive, so the client never holds the whole table.
+                    conn.register(view, stream.reader())
+                    names = list(write.frame.schema.names)
+                elif isinstance(write.frame, pa.Table):
+                    conn.register(view, write.frame)
+                    names = list(write.frame.column_names)
+                else:
+                    conn.register(view, write.frame)
+                    names = [str(c) for c in write.frame.columns]
                 target = _qualified(write.name)
                 if write.mode == "append" and self._exists(write.name):
-                    names = (write.frame.column_names if isinstance(write.frame, pa.Table)
-                             else [str(c) for c in write.frame.columns])
                     columns = ", ".join(_quote(c) for c in names)
                     conn.execute(f"INSERT INTO {target} ({columns}) SELECT * FROM {view}")
                 else:
@@ -124,6 +177,12 @@ class DuckDBStore:
         except BaseException as exc:
             with contextlib.suppress(duckdb.Error):
                 conn.execute("ROLLBACK")
+            # A chunk iterator that failed reaches us as DuckDB's error about the stream:
+            # re-raise the iterator's own exception (an AutosegError keeps its message), with
+            # its own cause, not DuckDB's wrapper, attached.
+            failure = next((s.failure for s in streams if s.failure is not None), None)
+            if failure is not None:
+                raise failure from failure.__cause__
             if isinstance(exc, duckdb.Error):
                 first_line = str(exc).splitlines()[0]
                 raise ServiceError(

@@ -19,6 +19,13 @@ Writes (all or nothing where Treasure Data allows it)
     swap is undone by swapping back. Staging tables are deleted afterwards, and on any failure
     (``KeyboardInterrupt`` included).
 
+    Streamed rows (:class:`~autoseg.io.base.RowChunks`, e.g. one Dask partition at a time) go
+    into the staging table the same way without ever being all in memory: chunks are grouped
+    into bulk imports of at most ``stream_rows_per_import`` rows; the first import creates the
+    staging table, each later one appends to it, each in its own bulk-import session
+    (``<staging>_<n>``). Only then do the targets change, as above, so a stream that fails
+    part-way changes no target.
+
 Column names are never changed silently: Treasure Data lower-cases names and turns other
 characters into ``_``; a frame whose names would change (or collide) is refused before any call.
 A frame without a ``time`` column gains one (the upload time, integer unix seconds), as every TD
@@ -45,7 +52,7 @@ import threading
 import time
 import urllib.parse
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +69,7 @@ from autoseg.errors import (
     ServiceError,
     UsageError,
 )
-from autoseg.io.base import TableWrite
+from autoseg.io.base import RowChunks, TableWrite
 from autoseg.retry import backoff_delay
 
 logger = logging.getLogger(__name__)
@@ -84,6 +91,9 @@ _IDEMPOTENT_POST_RE = re.compile(r"/v3/(table/delete|job/kill)/")
 # A bulk-import part is stored under its name: uploading it again replaces it.
 _IDEMPOTENT_PUT_RE = re.compile(r"/v3/bulk_import/upload_part/")
 _RESULT_BATCH_ROWS = 100_000
+DEFAULT_STREAM_ROWS_PER_IMPORT = 1_000_000
+# Room kept after a staging table's name for the suffix ``_<n>`` of its bulk-import sessions.
+_SESSION_SUFFIX_ROOM = 8
 _MAX_DETAIL = 160
 
 # --------------------------------------------------------------------------------------------
@@ -345,6 +355,19 @@ def _td_type_of(series: pd.Series) -> str:
     return "string"
 
 
+def _td_type_of_arrow(kind: pa.DataType) -> str:
+    """The type TD gives non-null values of an Arrow type as :func:`_frame_for_td` uploads them."""
+    if pa.types.is_dictionary(kind):
+        kind = kind.value_type
+    if pa.types.is_integer(kind):
+        return "long"
+    if pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        return "double"
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return f"array<{_td_type_of_arrow(kind.value_type)}>"
+    return "string"  # strings, booleans ("true"/"false"), dates and timestamps go up as text
+
+
 # --------------------------------------------------------------------------------------------
 # Transport: bounded retries of idempotent requests, memory of the last failure
 # --------------------------------------------------------------------------------------------
@@ -525,17 +548,32 @@ def _assemble(names: list[str], kinds: list[pa.DataType],
 
 @dataclass
 class _Plan:
-    """One table write as it moves through stage -> commit -> clean-up."""
+    """One table write as it moves through stage -> commit -> clean-up.
+
+    ``groups`` are the rows as the plain frames that one bulk import each uploads: the whole
+    frame of an Arrow or pandas write or, for :class:`RowChunks`, a lazy generator that yields
+    the stream in groups of bounded size (a plan never holds a streamed table). ``empty`` is a
+    zero-row frame with the upload dtypes: the table's schema when there are no rows at all.
+    """
 
     write: TableWrite
     database: str
     table: str
-    frame: pd.DataFrame
+    columns: list[str]
+    empty: pd.DataFrame
+    groups: Iterable[pd.DataFrame]
     staging: str
+    schema: pa.Schema | None = None  # the Arrow schema of streamed rows
+    upload_time: int = 0  # ``time`` of rows without one: one value for the whole write
+    rows: int = 0
+    imports: int = 0
+    # Columns without a value in the first import, and those of them a later import filled.
+    valueless_first: set[str] = field(default_factory=set)
+    valued_later: set[str] = field(default_factory=set)
     target_exists: bool = False
     target_columns: list[tuple[str, str]] = field(default_factory=list)
     staging_made: bool = False
-    session_open: bool = False
+    sessions_open: list[str] = field(default_factory=list)
     swapped: bool = False
     target_created: bool = False
     appended: bool = False
@@ -604,6 +642,9 @@ class TDStore:
         First wait between job status polls; it doubles up to 30 s.
     job_timeout
         Seconds a query or append job may run before it is killed; ``None``: no limit.
+    stream_rows_per_import
+        Most rows of a streamed write (:class:`RowChunks`) uploaded by one bulk import: chunks
+        are grouped up to this many rows, so memory stays bounded whatever the table's size.
     """
 
     def __init__(
@@ -618,6 +659,7 @@ class TDStore:
         timeout: float = 60.0,
         poll_interval: float = 2.0,
         job_timeout: float | None = None,
+        stream_rows_per_import: int = DEFAULT_STREAM_ROWS_PER_IMPORT,
     ) -> None:
         if not apikey:
             raise UsageError(MISSING_KEY_MESSAGE)
@@ -637,6 +679,9 @@ class TDStore:
         if max_retries < 0 or backoff_base < 0 or timeout <= 0:
             raise UsageError("TD store settings: max_retries and backoff_base must be >= 0 and "
                              "timeout > 0")
+        if stream_rows_per_import < 1:
+            raise UsageError(f"TD store settings: stream_rows_per_import="
+                             f"{stream_rows_per_import} must be >= 1")
         self._apikey = apikey
         self.endpoint = url
         self.host = parts.hostname
@@ -647,10 +692,14 @@ class TDStore:
         self.timeout = timeout
         self.poll_interval = poll_interval
         self.job_timeout = job_timeout
+        self.stream_rows_per_import = stream_rows_per_import
         self.description = f"td:{self.host} ({engine})"
         self._pytd: Any = None
         self._transport: _RetryingSend | None = None
         self._issue_uncertain = False
+        # What the streamed rows' own iterator raised during the current write, if anything:
+        # the caller's failure, not Treasure Data's, so it propagates unchanged.
+        self._source_failure: BaseException | None = None
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -788,6 +837,8 @@ class TDStore:
         except AutosegError:
             raise
         except Exception as exc:
+            if exc is self._source_failure:
+                raise  # the streamed rows' iterator failed: not a Treasure Data failure
             # pytd wraps whatever stops an upload (even our SIGTERM -> Interrupted) in a
             # RuntimeError: an interruption must stay an interruption (exit code 130).
             interrupted = _interruption_in(exc)
@@ -989,19 +1040,79 @@ class TDStore:
     # -- writes -------------------------------------------------------------------------------
 
     def _plan(self, write: TableWrite) -> _Plan:
-        """Validate one write without any call: name, mode, columns, ``time``."""
+        """Validate one write without any call: name, mode, columns, ``time``.
+
+        Streamed rows are checked from their schema here (names, the ``time`` column's type)
+        and group by group while they are uploaded (missing ``time`` values).
+        """
         validate_td_table_name(write.name, "output table")
         if write.mode not in MODES:
             raise UsageError(f"--output-mode={write.mode!r} is not supported: use "
                              "`overwrite` or `append`")
         assert write.name.database is not None
         where = f"output table {str(write.name)!r}"
-        check_td_columns(_frame_columns(write.frame), where)
-        frame = _frame_for_td(write.frame)
-        _check_time_column(frame, where)
-        keep = 255 - len(STAGING_INFIX) - 8
+        schema: pa.Schema | None = None
+        groups: Iterable[pd.DataFrame]
+        if isinstance(write.frame, RowChunks):
+            schema = write.frame.schema
+            check_td_columns(list(schema.names), where)
+            # The schema converts to the same dtypes as any group of rows would (integers
+            # with missing values aside, which are checked per group).
+            empty = _frame_for_td(schema.empty_table())
+            _check_time_column(empty, where)
+            groups = self._stream_groups(write.frame, where)
+        else:
+            check_td_columns(_frame_columns(write.frame), where)
+            frame = _frame_for_td(write.frame)
+            _check_time_column(frame, where)
+            empty = frame.iloc[:0]
+            groups = [frame] if len(frame) else []
+        keep = 255 - len(STAGING_INFIX) - 8 - _SESSION_SUFFIX_ROOM
         staging = f"{write.name.table[:keep]}{STAGING_INFIX}{secrets.token_hex(4)}"
-        return _Plan(write, write.name.database, write.name.table, frame, staging)
+        return _Plan(write, write.name.database, write.name.table, list(empty.columns), empty,
+                     groups, staging, schema=schema, upload_time=int(time.time()))
+
+    def _stream_groups(self, rows: RowChunks, where: str) -> Iterator[pd.DataFrame]:
+        """Yield the streamed rows as upload frames of at most ``stream_rows_per_import`` rows.
+
+        Chunks are consumed one at a time; a chunk bigger than a group is sliced (zero-copy),
+        so at most one group of rows is held at once.
+        """
+        limit = self.stream_rows_per_import
+        pending: list[pa.Table] = []
+        pending_rows = 0
+        for chunk in self._pull(rows.cast_chunks(where)):
+            start = 0
+            while start < chunk.num_rows:
+                take = min(limit - pending_rows, chunk.num_rows - start)
+                pending.append(chunk.slice(start, take))
+                pending_rows += take
+                start += take
+                if pending_rows == limit:
+                    frame = self._group_frame(pending, where)
+                    pending, pending_rows = [], 0  # hold the rows once, as the upload frame
+                    yield frame
+        if pending_rows:
+            yield self._group_frame(pending, where)
+
+    @staticmethod
+    def _group_frame(pieces: list[pa.Table], where: str) -> pd.DataFrame:
+        frame = _frame_for_td(pa.concat_tables(pieces))
+        _check_time_column(frame, where)  # the schema allowed it; now its values
+        return frame
+
+    def _pull(self, chunks: Iterable[pa.Table]) -> Iterator[pa.Table]:
+        """Pass chunks on, remembering an exception of the caller's iterator as its own."""
+        iterator = iter(chunks)
+        while True:
+            try:
+                chunk = next(iterator)
+            except StopIteration:
+                return
+            except BaseException as exc:
+                self._source_failure = exc
+                raise
+            yield chunk
 
     def write_tables(self, writes: list[TableWrite]) -> None:
         """Write every table, all or nothing where Treasure Data allows it.
@@ -1026,6 +1137,7 @@ class TDStore:
         """
         if not writes:
             return
+        self._source_failure = None
         plans = [self._plan(w) for w in writes]
         names = [p.name for p in plans]
         duplicated = sorted({n for n in names if names.count(n) > 1})
@@ -1044,16 +1156,20 @@ class TDStore:
                 for plan in sorted(plans, key=lambda p: p.appends):
                     self._commit(plan, action)
         except BaseException as exc:
+            # Forget the iterator's exception now: its traceback may hold a chunk of rows.
+            from_source, self._source_failure = exc is self._source_failure, None
             notes = self._roll_back(plans)
             self._clean_up(plans)
             if not isinstance(exc, AutosegError):
                 raise
+            if from_source and not notes:
+                raise  # the rows' iterator failed while staging: its own message stands
             if not notes and not isinstance(exc, ServiceError):
                 raise  # refused before anything was written: the message says it all
             raise type(exc)(f"{exc}; {notes or 'no table was changed'}") from None
         self._clean_up(plans)
         for plan in plans:
-            logger.info("wrote %d rows to Treasure Data table %s (%s)", len(plan.frame),
+            logger.info("wrote %d rows to Treasure Data table %s (%s)", plan.rows,
                         plan.name, plan.write.mode)
 
     def _prepare_targets(self, plans: list[_Plan]) -> None:
@@ -1073,7 +1189,7 @@ class TDStore:
             plan.target_columns = self._columns_of(info) if info else []
             if plan.appends:
                 known = {c for c, _ in plan.target_columns} | {"time"}
-                extra = [c for c in plan.frame.columns if c not in known]
+                extra = [c for c in plan.columns if c not in known]
                 if extra:
                     raise InputDataError(
                         f"cannot append to {plan.name!r}: column(s) {', '.join(extra)} are not "
@@ -1082,35 +1198,76 @@ class TDStore:
                     )
 
     def _stage(self, plan: _Plan, action: str) -> None:
-        """Load the frame into the plan's staging table."""
-
-        api = self._api
+        """Load the rows into the plan's staging table, one bulk import per group of rows."""
         plan.staging_made = True  # from here on clean-up tries to delete it (404 is fine)
-        if len(plan.frame) == 0:
+        for frame in plan.groups:
+            self._import(plan, frame)
+        if plan.imports == 0:
             # pytd refuses to import zero rows; an empty table with the schema is the same.
+            api = self._api
             api.create_log_table(plan.database, plan.staging)
-            schema = [[c, _td_type_of(plan.frame[c]), c] for c in plan.frame.columns
-                      if c != "time"]
+            schema = [[c, _td_type_of(plan.empty[c]), c] for c in plan.columns if c != "time"]
             api.update_schema(plan.database, plan.staging, json.dumps(schema))
-            return
-        plan.session_open = True
+        elif plan.valued_later:
+            self._settle_types(plan)
+
+    def _import(self, plan: _Plan, frame: pd.DataFrame) -> None:
+        """Bulk-import one group of rows: the first creates the staging table, later ones append.
+
+        Each import has its own session, named after the staging table and the import's number;
+        it stays in ``sessions_open`` (deleted on clean-up) until pytd has committed and
+        deleted it.
+        """
+        if plan.schema is not None:
+            # TD types a column from the values of the import that adds it to the schema:
+            # note the columns the first import had no value for, and which a later one fills.
+            valued = {c for c in plan.columns if c != "time" and bool(frame[c].notna().any())}
+            if plan.imports == 0:
+                plan.valueless_first = set(plan.columns) - valued - {"time"}
+            else:
+                plan.valued_later |= valued & plan.valueless_first
+        if "time" not in frame.columns:
+            frame["time"] = plan.upload_time  # one upload time for every group of a write
+        session = f"{plan.staging}_{plan.imports}"
+        plan.sessions_open.append(session)
         try:
             self._client().load_table_from_dataframe(
-                plan.frame, f"{plan.database}.{plan.staging}", writer="bulk_import",
-                if_exists="error", fmt="msgpack", keep_list=True, bulk_import_name=plan.staging,
+                frame, f"{plan.database}.{plan.staging}", writer="bulk_import",
+                if_exists="error" if plan.imports == 0 else "append", fmt="msgpack",
+                keep_list=True, bulk_import_name=session,
             )
-            plan.session_open = False  # pytd deleted the session after the commit
+            plan.sessions_open.remove(session)  # pytd deleted the session after the commit
         except Exception:
             # A commit whose reply was lost may have succeeded: ask, never commit again.
             try:
                 with self._probing():
-                    state = api.show_bulk_import(plan.staging).get("status")
+                    state = self._api.show_bulk_import(session).get("status")
             except Exception:  # 404 (pytd deleted the failed session) or no answer: not committed
                 state = None
             if state != "committed":
                 raise
             logger.warning("the reply to the bulk-import commit of %s was lost; TD reports it "
                            "committed, continuing", plan.name)
+        plan.imports += 1
+        plan.rows += len(frame)
+
+    def _settle_types(self, plan: _Plan) -> None:
+        """Type the columns that only a later import filled as one import of all rows would.
+
+        TD types a column from the values of the import that first adds it; one that held
+        only nulls in the first group of a stream would keep a type guessed from nothing, so
+        its type is set from the Arrow schema (a schema change: TD applies types on read).
+        """
+        assert plan.schema is not None
+        info = (self._list_tables(plan.database) or {}).get(plan.staging) or {}
+        current = [(c, t) for c, t in self._columns_of(info) if c != "time"]
+        wanted = {c: _td_type_of_arrow(plan.schema.field(c).type)
+                  for c in plan.columns if c in plan.valued_later}
+        settled = [(c, wanted.get(c, t)) for c, t in current]
+        settled += [(c, t) for c, t in wanted.items() if c not in dict(current)]
+        if settled != current:
+            self._api.update_schema(plan.database, plan.staging,
+                                    json.dumps([[c, t, c] for c, t in settled]))
 
     def _table_ids(self, database: str) -> dict[str, Any]:
         tables = self._list_tables(database) or {}
@@ -1162,7 +1319,7 @@ class TDStore:
         the same whether the engine matches columns by position (Hive, Presto) or by name;
         target columns the frame lacks get typed NULLs.
         """
-        staged = set(plan.frame.columns) | {"time"}
+        staged = set(plan.columns) | {"time"}
         q = self._quote
         casts = {"long": "BIGINT", "int": "BIGINT", "double": "DOUBLE", "float": "DOUBLE",
                  "string": "STRING"}
@@ -1224,10 +1381,10 @@ class TDStore:
         from tdclient import errors as td_errors
 
         for plan in plans:
-            if plan.session_open:
+            for session in list(plan.sessions_open):
                 with contextlib.suppress(td_errors.NotFoundError, Exception):
-                    self._api.delete_bulk_import(plan.staging)
-                plan.session_open = False
+                    self._api.delete_bulk_import(session)
+                plan.sessions_open.remove(session)
             if plan.staging_made and not plan.keep_staging:
                 try:
                     self._delete_table(plan.database, plan.staging)
@@ -1278,6 +1435,7 @@ def _detail(text: str) -> str:
 
 
 __all__ = [
+    "DEFAULT_STREAM_ROWS_PER_IMPORT",
     "DEFAULT_TD_API_SERVER",
     "ENGINES",
     "MISSING_KEY_MESSAGE",
