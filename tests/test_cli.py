@@ -890,3 +890,30 @@ def test_hide_table_contents_keeps_row_values_out_of_console_logs_and_files(
         assert "sentinel-7c1d" not in text
         # with the decimals: a ratio such as 0.9242424242 holds "424242" by chance
         assert "424242.4" not in text and "424,242" not in text
+
+
+def test_dask_local_run_writes_the_output_table(
+    tmp_path: Path, invoke: Callable[[list[str]], Result]
+) -> None:
+    """``--dask local`` end to end through the CLI: a real LocalCluster (one worker process)
+    reads a Parquet dataset and the labelled rows go to the DuckDB table only."""
+    pytest.importorskip("distributed")
+    import pyarrow.parquet as pq
+
+    from autoseg.demo import make_customers, to_arrow
+
+    folder = tmp_path / "customers"
+    folder.mkdir()
+    table = to_arrow(make_customers(600)[0])
+    for i in range(3):
+        pq.write_table(table.slice(i * 200, 200), folder / f"part-{i}.parquet")
+    store = tmp_path / "store.duckdb"
+    result = invoke(["run", "--input-table", str(folder), "--dask", "local",
+                     "--dask-workers", "1", "--store", f"duckdb:{store}",
+                     "--output-table", "out.segments", "--output-dir", str(tmp_path / "out"),
+                     "--max-clusters", "4", "--kmeans-restarts", "2"])
+    assert result.code == 0, result.err
+    assert "labelled rows: out.segments" in result.out
+    with duckdb.connect(str(store), read_only=True) as conn:
+        assert conn.sql("SELECT count(*) FROM out.segments").fetchall() == [(600,)]
+    assert not (tmp_path / "customers-clustered").exists()  # no dataset unless asked for

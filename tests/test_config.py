@@ -345,15 +345,16 @@ def test_given_value_fixes_an_inconsistent_params_file(tmp_path: Path) -> None:
     assert (config.min_clusters, config.max_clusters) == (6, 8)
 
 
-@pytest.mark.parametrize(
-    ("extra", "message"),
-    [({"dask": "local", "dask_scheduler": "tcp://h:8786"}, "either --dask local or"),
-     ({"dask": "local", "output_table": "db.out"}, "--output-table is not supported on a Dask"),
-     ({"dask_scheduler": "tcp://h:8786", "prefer_stable": True}, "--prefer-stable is not")],
-)
-def test_dask_runs_refuse_what_they_cannot_do(extra: dict, message: str) -> None:
-    with pytest.raises(UsageError, match=message):
-        _config(**extra)
+def test_dask_options_exclude_each_other() -> None:
+    with pytest.raises(UsageError, match="either --dask local or --dask-scheduler, not both"):
+        _config(dask="local", dask_scheduler="tcp://h:8786")
+
+
+def test_dask_runs_take_the_table_and_model_options() -> None:
+    config = _config(dask="local", output_table="db.out", prefer_stable=True, model_name="m",
+                     force_refit=False)
+    assert config.on_dask and config.output_table == "db.out" and config.prefer_stable
+    assert config.force_refit is False
 
 
 def test_dask_input_may_be_a_dataset_folder_or_url() -> None:

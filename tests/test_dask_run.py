@@ -209,3 +209,243 @@ def test_k8s_manifest_is_a_dask_cluster() -> None:
     args = job["spec"]["template"]["spec"]["containers"][0]["args"]
     address = args[args.index("--dask-scheduler") + 1]
     assert address == f"tcp://{cluster['metadata']['name']}-scheduler:8786"
+
+
+# --------------------------------------------------------------------------- table outputs
+
+
+def _duckdb_rows(path: Path, table: str) -> pa.Table:
+    import duckdb
+
+    with duckdb.connect(str(path), read_only=True) as conn:
+        return conn.sql(f"SELECT * FROM {table}").to_arrow_table()
+
+
+def test_labelled_rows_go_to_a_table_like_the_single_machine_run(
+    tmp_path: Path, data: dict[str, Path], client: distributed.Client
+) -> None:
+    values = {**SETTINGS["sampled"], "export_feature_importance": "out.importance",
+              "export_segment_rules": "out.rules"}
+    reference = run(_config(tmp_path, data["single"], "single", output_table="out.single",
+                            **values))
+    summary = dask_run.run_on_dask(
+        _config(tmp_path, data["single"], "dask", output_table="out.labelled", **values),
+        client, input_path=str(data["dataset"]), output_path=None)
+
+    store = tmp_path / "store.duckdb"
+    ours, theirs = _duckdb_rows(store, "out.labelled"), _duckdb_rows(store, "out.single")
+    assert ours.num_rows == ROWS
+    assert ours.schema == theirs.schema  # every column type as the single-machine output
+    ours = ours.sort_by("customer_id").column("cluster_id").to_numpy()
+    theirs = theirs.sort_by("customer_id").column("cluster_id").to_numpy()
+    assert adjusted_rand_score(theirs, ours) >= 0.99
+    assert summary["chosen_k"] == reference.chosen_k
+    assert _duckdb_rows(store, "out.importance").num_rows > 0
+    assert _duckdb_rows(store, "out.rules").column("cluster_id").to_pylist() == list(
+        range(summary["chosen_k"]))
+    assert summary["outputs"]["output_table"] == "out.labelled"
+    assert summary["outputs"]["dataset"] is None
+    assert not list(tmp_path.glob(".*tmp-*"))  # no dataset staged beside anything
+
+
+def test_a_failure_while_streaming_keeps_the_old_table_and_dataset(
+    tmp_path: Path, data: dict[str, Path], client: distributed.Client,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = tmp_path / "labelled"
+    config = _config(tmp_path, data["single"], "dask", num_clusters=3,
+                     output_table="out.labelled")
+    dask_run.run_on_dask(config, client, input_path=str(data["dataset"]),
+                         output_path=str(out))
+    table_before = _duckdb_rows(tmp_path / "store.duckdb", "out.labelled")
+    files_before = sorted(p.name for p in out.iterdir())
+    summary_before = (tmp_path / "dask" / "summary.json").read_text()
+
+    real_chunks = dask_run._StagedDataset.chunks
+
+    def failing_chunks(self: dask_run._StagedDataset):  # noqa: ANN202
+        yield next(real_chunks(self))  # one real part arrives, then the storage fails
+        raise OSError("connection to the object store lost")
+
+    monkeypatch.setattr(dask_run._StagedDataset, "chunks", failing_chunks)
+    with pytest.raises(OSError, match="object store lost"):
+        dask_run.run_on_dask(_config(tmp_path, data["single"], "dask", num_clusters=4,
+                                     output_table="out.labelled"),
+                             client, input_path=str(data["dataset"]), output_path=str(out))
+    assert _duckdb_rows(tmp_path / "store.duckdb", "out.labelled") == table_before
+    assert sorted(p.name for p in out.iterdir()) == files_before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".labelled")] == []
+    assert (tmp_path / "dask" / "summary.json").read_text() == summary_before
+
+
+def test_a_failing_partition_leaves_a_new_table_unwritten(
+    tmp_path: Path, data: dict[str, Path], client: distributed.Client,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def failing(frame, *args):  # noqa: ANN001, ANN202
+        if int(frame["customer_id"].iloc[0]) >= ROWS // 2:
+            raise RuntimeError("worker lost")
+        return frame.assign(cluster_id=np.zeros(len(frame), dtype=np.int32))
+
+    monkeypatch.setattr(dask_run, "_label_partition", failing)
+    with pytest.raises(RuntimeError, match="worker lost"):
+        dask_run.run_on_dask(_config(tmp_path, data["single"], "dask", num_clusters=3,
+                                     output_table="out.labelled"),
+                             client, input_path=str(data["dataset"]), output_path=None)
+    store = tmp_path / "store.duckdb"
+    if store.exists():
+        import duckdb
+
+        with duckdb.connect(str(store), read_only=True) as conn:
+            assert conn.sql("SELECT table_name FROM information_schema.tables").fetchall() == []
+
+
+def test_nothing_to_write_is_a_usage_error(tmp_path: Path, data: dict[str, Path],
+                                           client: distributed.Client) -> None:
+    with pytest.raises(UsageError, match="give --dask-output or --output-table"):
+        dask_run.run_on_dask(_config(tmp_path, data["single"], "dask"), client,
+                             input_path=str(data["dataset"]), output_path=None)
+
+
+# --------------------------------------------------------------------------- models, ids, drift
+
+
+def test_reuse_stable_ids_and_drift_as_on_one_machine(
+    tmp_path: Path, data: dict[str, Path], client: distributed.Client
+) -> None:
+    values = {**SETTINGS["sampled"], "model_name": "m"}
+    first_out, second_out, reuse_out = (tmp_path / n for n in ("first", "second", "reused"))
+    first = dask_run.run_on_dask(_config(tmp_path, data["single"], "dask1", **values), client,
+                                 input_path=str(data["dataset"]), output_path=str(first_out))
+    # a refit under the same model name keeps every cluster's id
+    second = dask_run.run_on_dask(_config(tmp_path, data["single"], "dask2", **values), client,
+                                  input_path=str(data["dataset"]), output_path=str(second_out))
+    assert second["cluster_ids"]["matched"] is True
+    assert second["cluster_ids"]["kept"] == list(range(first["chosen_k"]))
+    # reuse: no fit, the saved centroids label the rows, drift is reported
+    reused = dask_run.run_on_dask(
+        _config(tmp_path, data["single"], "dask3", **values, force_refit=False), client,
+        input_path=str(data["dataset"]), output_path=str(reuse_out))
+    assert reused["refit"] is False and "k_search" not in reused
+    assert reused["chosen_reason"] == "reused saved model 'm'"
+    assert reused["drift"]["warnings"] == []  # the same rows: nothing drifted
+    assert reused["outputs"]["model"] is None  # the saved model is not rewritten
+    labels = {}
+    for name, folder in (("first", first_out), ("second", second_out), ("reused", reuse_out)):
+        table = pq.read_table(folder).sort_by("customer_id")
+        labels[name] = table.column("cluster_id").to_numpy()
+    assert (labels["first"] == labels["second"]).mean() >= 0.99  # same ids, not just same sets
+    assert (labels["reused"] == labels["second"]).all()
+    # the single-machine run can reuse the model the Dask run saved
+    local = run(_config(tmp_path, data["single"], "local", model_name="m", force_refit=False,
+                        output_table="out.local"))
+    ours = _duckdb_rows(tmp_path / "store.duckdb", "out.local").sort_by("customer_id")
+    assert (ours.column("cluster_id").to_numpy() == labels["second"]).all()
+    assert local.summary["refit"] is False
+
+
+def test_reuse_refuses_a_dataset_without_the_model_columns(
+    tmp_path: Path, data: dict[str, Path], client: distributed.Client
+) -> None:
+    dask_run.run_on_dask(_config(tmp_path, data["single"], "dask", num_clusters=3,
+                                 model_name="m"), client,
+                         input_path=str(data["dataset"]), output_path=str(tmp_path / "o1"))
+    folder = tmp_path / "narrow"
+    folder.mkdir()
+    pq.write_table(pq.read_table(data["single"]).drop_columns(["annual_spend"]),
+                   folder / "part-0.parquet")
+    with pytest.raises(InputDataError, match="column 'annual_spend' used by the saved model"):
+        dask_run.run_on_dask(_config(tmp_path, data["single"], "dask", model_name="m",
+                                     force_refit=False), client,
+                             input_path=str(folder), output_path=str(tmp_path / "o2"))
+    assert not (tmp_path / "o2").exists()
+
+
+def test_prefer_stable_chooses_as_on_one_machine(
+    tmp_path: Path, data: dict[str, Path], client: distributed.Client
+) -> None:
+    values = {**SETTINGS["sampled"], "prefer_stable": True}
+    reference = run(_config(tmp_path, data["single"], "single", **values))
+    summary = dask_run.run_on_dask(_config(tmp_path, data["single"], "dask", **values), client,
+                                   input_path=str(data["dataset"]),
+                                   output_path=str(tmp_path / "o"))
+    assert summary["chosen_k"] == reference.chosen_k
+    assert summary["chosen_reason"] == reference.search.reason
+    ours = {c["k"]: c["stability"] for c in summary["k_search"]}
+    theirs = {c.k: c.stability for c in reference.search.candidates}
+    assert ours == pytest.approx(theirs)
+
+
+def test_silhouette_of_the_final_fit_is_measured_against_every_row(
+    tmp_path: Path, data: dict[str, Path], client: distributed.Client
+) -> None:
+    from sklearn.metrics import silhouette_score
+
+    out = tmp_path / "o"
+    summary = dask_run.run_on_dask(
+        _config(tmp_path, data["single"], "dask", model_name="m", **SETTINGS["sampled"]),
+        client, input_path=str(data["dataset"]), output_path=str(out))
+    estimate = summary["silhouette"]["all_rows"]
+    assert estimate["rows"] == ROWS and estimate["points_scored"] == 2000
+    model = SegmentationModel.load(tmp_path / "models" / "m", "m")
+    table = pq.read_table(out)
+    matrix, _ = model.prepare(table.to_pandas())
+    exact = silhouette_score(matrix, table.column("cluster_id").to_numpy())
+    assert 0 < estimate["stderr"] < 0.02
+    assert abs(estimate["score"] - exact) <= 4 * estimate["stderr"] + 1e-4
+    report = (tmp_path / "dask" / "report.html").read_text()
+    assert (f"silhouette against every row is <b>{estimate['score']:.3f}</b> \u00b1 "
+            f"{estimate['stderr']:.3f} (2,000 sampled points)") in report
+
+
+# --------------------------------------------------------------------------- Treasure Data
+
+
+def test_labelled_rows_and_audience_on_treasure_data(
+    tmp_path: Path, client: distributed.Client
+) -> None:
+    """The real pytd/td-client and our CDP client against the loopback emulators: the rows
+    are streamed partition by partition into TD, then one segment per cluster is created."""
+    try:
+        from emulators.cdp_api import start_cdp_emulator
+        from emulators.td_api import fast_client_sleeps, start_td_emulator
+    except ImportError:  # tests/ imported as a package
+        from tests.emulators.cdp_api import start_cdp_emulator
+        from tests.emulators.td_api import fast_client_sleeps, start_td_emulator
+
+    apikey = "1/SENTINEL-dask-key-5b1e0c9d"
+    rows = 400
+    frame, _ = make_customers(rows, seed=5)
+    folder = tmp_path / "customers"
+    folder.mkdir()
+    table = to_arrow(frame.drop(columns=["last_feedback"]))
+    for i in range(4):
+        pq.write_table(table.slice(i * 100, 100), folder / f"part-{i}.parquet")
+    td = start_td_emulator(apikey=apikey, databases=["shop"])
+    cdp = start_cdp_emulator(apikey=apikey, td=td)
+    cdp.seed_parent_segment("Customers 360")
+    try:
+        with fast_client_sleeps():
+            config = build_config({
+                "input_table": str(folder), "dask": "local", "store": "td", "td_engine": "hive",
+                "output_table": "shop.segments", "output_dir": str(tmp_path / "out"),
+                "max_clusters": 4, "kmeans_restarts": 3, "audience_name": "Customers 360",
+                "foreign_key": "customer_id", "rowid_column": "customer_id",
+                "cdp_endpoint": cdp.endpoint, "export_feature_importance": "importance",
+            })
+            environ = {"TD_API_KEY": apikey, "TD_API_SERVER": td.endpoint}
+            summary = dask_run.run_on_dask(config, client, input_path=str(folder),
+                                           output_path=None, environ=environ)
+        written = td.read_table("shop", "segments")
+        assert len(written) == rows
+        assert sorted(written["cluster_id"].unique()) == list(range(summary["chosen_k"]))
+        assert sorted(written["customer_id"]) == sorted(frame["customer_id"])
+        assert len(td.read_table("shop", "importance")) > 0
+        assert not [t for t in td.table_names("shop") if "tmp" in t or "staging" in t]
+        assert len(cdp.segments()) == summary["chosen_k"]
+        assert summary["audience"]["created"] == summary["chosen_k"]
+        text = (tmp_path / "out" / "summary.json").read_text()
+        assert apikey not in text and apikey.split("/")[1] not in text
+    finally:
+        cdp.stop()
+        td.stop()

@@ -8,7 +8,7 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 from sklearn.metrics import silhouette_samples, silhouette_score
 
-from autoseg.silhouette import silhouette_scores
+from autoseg.silhouette import distance_sums, silhouette_from_sums, silhouette_scores
 
 
 def _labelings(x: np.ndarray, ks: range) -> dict[int, np.ndarray]:
@@ -83,3 +83,27 @@ def test_block_sizes_do_not_change_the_result(monkeypatch: pytest.MonkeyPatch) -
     tiny_blocks = silhouette_scores(x, labelings)
     for k in labelings:
         assert tiny_blocks[k].score == pytest.approx(default[k].score, abs=1e-6)
+
+
+def test_distance_sums_over_blocks_give_the_exact_silhouette() -> None:
+    """Summed block by block (as the Dask run does), every point scored: sklearn's value."""
+    x, _ = make_blobs(1500, 5, centers=4, cluster_std=2.0, random_state=3)
+    labels = KMeans(4, n_init=1, random_state=0).fit_predict(x)
+    centre = x.mean(axis=0)
+    sums = sum(distance_sums(x, x[lo:hi], labels[lo:hi], 4, centre)
+               for lo, hi in ((0, 400), (400, 401), (401, 1500)))
+    score = silhouette_from_sums(sums, labels, np.bincount(labels, minlength=4), len(x))
+    assert score.score == pytest.approx(silhouette_score(x, labels), abs=1e-5)
+    assert score.stderr == pytest.approx(0.0, abs=1e-12)  # the whole table was scored
+    assert score.exact is False and score.n_points == len(x)
+
+
+def test_silhouette_from_sums_of_a_sample_estimates_the_whole_table() -> None:
+    x, _ = make_blobs(6000, 4, centers=3, cluster_std=3.0, random_state=7)
+    labels = KMeans(3, n_init=1, random_state=0).fit_predict(x)
+    points = np.random.default_rng(1).choice(len(x), 600, replace=False)
+    sums = distance_sums(x[points], x, labels, 3, x[points].mean(axis=0))
+    score = silhouette_from_sums(sums, labels[points], np.bincount(labels), len(x))
+    truth = silhouette_score(x, labels)
+    assert 0 < score.stderr < 0.02
+    assert abs(score.score - truth) < 4 * score.stderr

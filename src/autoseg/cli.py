@@ -215,16 +215,20 @@ def _execute_on_dask(config: RunConfig) -> None:
     client = client_from_options(config.dask_scheduler, config.dask == "local",
                                  config.dask_workers)
     try:
-        output = config.dask_output or default_output_path(config.input_table)
+        # With --output-table the rows go to the table; a dataset only when asked for.
+        output = config.dask_output or (None if config.output_table
+                                        else default_output_path(config.input_table))
         summary = run_on_dask(config, client, input_path=config.input_table,
-                              output_path=output)
+                              output_path=output, environ=os.environ)
     finally:
         cluster = getattr(client, "cluster", None)  # None when connected to a remote scheduler
         client.close()
         if cluster is not None:
             cluster.close()
     typer.echo(f"chosen k = {summary['chosen_k']}; sizes: {summary['cluster_sizes']}")
-    typer.echo(f"labelled rows: {output}")
+    for where in (output, summary["outputs"].get("output_table")):
+        if where:
+            typer.echo(f"labelled rows: {where}")
     typer.echo(f"summary: {config.output_dir / 'summary.json'}")
 
 

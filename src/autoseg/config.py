@@ -132,13 +132,14 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("log_format", "choice", "text", "`text` or `json` log lines.", choices=LOG_FORMATS),
     Parameter("dask", "choice", None,
               "`local`: run on a Dask LocalCluster started for the run (input: a partitioned "
-              "Parquet dataset, output: --dask-output).", choices=("local",)),
+              "Parquet dataset; output: --dask-output and/or --output-table).",
+              choices=("local",)),
     Parameter("dask_scheduler", "str", None,
               "Address of an existing Dask scheduler (tcp://host:8786) to run on."),
     Parameter("dask_workers", "int", None, "Workers of the --dask local cluster.", minimum=1),
     Parameter("dask_output", "str", None,
               "Dataset folder or URL for the labelled rows of a Dask run (default: the input "
-              "path + `-clustered`)."),
+              "path + `-clustered`, or none when --output-table is given)."),
 )
 PARAMETERS_BY_NAME: dict[str, Parameter] = {p.name: p for p in PARAMETERS}
 
@@ -404,10 +405,11 @@ def _check_consistency(values: dict[str, Any]) -> None:
             f"--min-clusters={values['min_clusters']} must be <= "
             f"--max-clusters={values['max_clusters']}"
         )
-    if values["dask"] or values["dask_scheduler"]:
+    on_dask = bool(values["dask"] or values["dask_scheduler"])
+    if on_dask:
+        # the input is a Parquet dataset (folder or URL), not a table name
         _check_dask(values)
-        return
-    if not is_file_input(values["input_table"]):
+    elif not is_file_input(values["input_table"]):
         parse_table_name(values["input_table"], "--input-table")
     if values["output_table"]:
         parse_table_name(values["output_table"], "--output-table")
@@ -447,7 +449,7 @@ def _check_consistency(values: dict[str, Any]) -> None:
     if store != "td" and not store.startswith("duckdb:"):
         raise UsageError(f"--store={store!r} is not supported: use `duckdb:PATH` or `td`")
     if store == "td":
-        _check_td_names(values)
+        _check_td_names(values, input_is_table=not on_dask)
     if given and store != "td":
         raise UsageError(
             "audience integration (--audience-name) needs --store td: the attribute table "
@@ -459,7 +461,7 @@ def _check_consistency(values: dict[str, Any]) -> None:
         )
 
 
-def _check_td_names(values: dict[str, Any]) -> None:
+def _check_td_names(values: dict[str, Any], input_is_table: bool = True) -> None:
     """Treasure Data names need a database and TD's characters; checked before any call."""
     from autoseg.io.td_store import validate_td_table_name
 
@@ -468,7 +470,7 @@ def _check_td_names(values: dict[str, Any]) -> None:
         output = parse_table_name(values["output_table"], "--output-table")
         validate_td_table_name(output, "--output-table")
         output_db = output.database
-    if not is_file_input(values["input_table"]):
+    if input_is_table and not is_file_input(values["input_table"]):
         validate_td_table_name(parse_table_name(values["input_table"], "--input-table"),
                                "--input-table")
     for name in ("export_feature_importance", "export_shap_values", "export_segment_rules"):
@@ -491,21 +493,6 @@ def _check_min_cluster_size(text: str) -> None:
 
 
 def _check_dask(values: dict[str, Any]) -> None:
-    """A Dask run reads a Parquet dataset and writes one; table outputs are not supported."""
+    """A Dask run reads a Parquet dataset: the cluster options exclude each other."""
     if values["dask"] and values["dask_scheduler"]:
         raise UsageError("give either --dask local or --dask-scheduler, not both")
-    unsupported = [
-        PARAMETERS_BY_NAME[name].flag for name in (
-            "output_table", "export_feature_importance", "export_shap_values",
-            "export_segment_rules", "audience_name", "foreign_key", "rowid_column")
-        if values[name]
-    ]
-    if not values["force_refit"]:
-        unsupported.append("--no-force-refit")
-    if values["prefer_stable"]:
-        unsupported.append("--prefer-stable")
-    if unsupported:
-        raise UsageError(
-            f"{unsupported[0]} is not supported on a Dask cluster yet: the labelled rows go to "
-            "--dask-output; run without --dask/--dask-scheduler for tables and audiences"
-        )

@@ -2,14 +2,19 @@
 
 ``run_on_dask(config, client, input_path=..., output_path=...)`` reads a partitioned Parquet
 dataset (a local folder or an fsspec URL such as ``s3://bucket/customers/``) and writes the rows
-plus ``cluster_id`` as a partitioned Parquet dataset. What runs where:
+plus ``cluster_id`` as a partitioned Parquet dataset and/or, with ``--output-table``, into the
+same table stores as the single-machine run (DuckDB, Treasure Data), streamed one partition at a
+time. What runs where:
 
 * **workers, per partition**: reading, the fitted feature preparation (``FeatureSpec.transform``)
   and PCA projection, the per-partition Lloyd statistics (nearest centroid, per-cluster sums
-  and counts), the final nearest-centroid assignment and the Parquet write;
+  and counts), the exact cluster sizes and the silhouette's distance sums (a reduction over
+  partitions), the final nearest-centroid assignment and the Parquet write;
 * **client, on bounded samples**: fitting the ``FeatureSpec`` and the PCA, the whole k search
-  (``autoseg.search.search_k``: restarts and silhouettes), the sum of the Lloyd statistics and the
-  centroid update (k x d numbers), and the explanation (``autoseg.explain``).
+  (``autoseg.search.search_k``: restarts, silhouettes, stability), the sum of the Lloyd
+  statistics and the centroid update (k x d numbers), and the describe stage shared with the
+  single-machine run (``autoseg.pipeline.describe_clusters``: explanation, profiles, rules,
+  drift), then the table writes and the CDP audience through the shared helpers.
 
 Sampling decisions are the single-machine ones (``autoseg.pipeline``): rows are chosen by their
 *global position* in the dataset with the same generator calls and seeds, so the same rows in the
@@ -23,12 +28,10 @@ import it only when a Dask run was asked for.
 
 from __future__ import annotations
 
-import functools
 import logging
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,41 +44,61 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 from distributed import Client
+from fsspec.implementations.local import LocalFileSystem
 
 from autoseg import __version__
-from autoseg.config import RunConfig
+from autoseg.audience import CDPClient, cdp_client_from_environment
+from autoseg.config import RunConfig, TableName, parse_table_name
 from autoseg.errors import InputDataError, UsageError
 from autoseg.features import FIT_SAMPLE_ROWS as FEATURE_FIT_ROWS
 from autoseg.features import FeatureSpec, fit_features
+from autoseg.io import RowChunks, TableStore, open_store
 from autoseg.model import SegmentationModel
 from autoseg.pipeline import (
     CLUSTER_COLUMN,
+    DESCRIBE_ROWS,
     REPORT_FILE,
     SUMMARY_FILE,
     _check_output_dir,
-    _explain_stage,
+    _check_output_table,
     _explanation_summary,
     _k_values,
     _projection_sample,
-    _rule_summary,
+    _sample_rows,
+    _stability_stage,
+    _stable_ids,
+    _Timer,
     _write_json_atomically,
+    describe_clusters,
+    save_model,
+    search_summary,
+    sync_audiences,
+    table_writes,
 )
 from autoseg.profile import profile_table
 from autoseg.reduce import FIT_SAMPLE_ROWS as PCA_FIT_ROWS
 from autoseg.reduce import Projection, fit_projection
 from autoseg.report import write_report
-from autoseg.rules import cluster_rules
-from autoseg.search import nearest_centroid, search_k
-from autoseg.segments import profile_clusters
+from autoseg.search import (
+    SearchResult,
+    nearest_centroid,
+    nearest_centroid_with_distance,
+    search_k,
+)
+from autoseg.silhouette import SilhouetteScore, distance_sums, silhouette_from_sums
 
 log = logging.getLogger(__name__)
 
-# The explanation trains on at most 50,000 rows (explain.DEFAULT_MAX_TRAIN_ROWS); gathering
-# more to the client would only cost memory.
-EXPLAIN_ROWS = 50_000
 # scikit-learn KMeans defaults, so the distributed refit stops where refit_on_all_rows stops.
 LLOYD_MAX_ITER = 300
 LLOYD_TOL = 1e-4
+# Points of the describe sample whose silhouette is computed against *every* row of the table
+# (the distance sums are a Dask reduction) after the all-rows fit. Each point costs one pass of
+# d-dimensional distances over the table, so 2,000 points keep the pass to a few seconds per
+# million rows on a CPU worker while the standard error stays about 0.005.
+ALL_ROWS_SILHOUETTE_POINTS = 2_000
+# Partitions computed ahead per worker while a table store consumes them one at a time.
+STREAM_AHEAD_PER_WORKER = 2
 
 
 @dataclass
@@ -106,189 +129,297 @@ class _Dataset:
         return pd.concat(taken, ignore_index=True)
 
 
-class _Timer:
-    def __init__(self) -> None:
-        self.seconds: dict[str, float] = {}
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        started = time.perf_counter()
-        log.info("dask stage %s started", name)
-        try:
-            yield
-        finally:
-            self.seconds[name] = round(time.perf_counter() - started, 4)
-            log.info("dask stage %s took %.2fs", name, self.seconds[name])
-
-
 def run_on_dask(
-    config: RunConfig, client: Client, *, input_path: str, output_path: str
+    config: RunConfig, client: Client, *, input_path: str, output_path: str | None,
+    environ: Mapping[str, str] | None = None, on_stage: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Segment a partitioned Parquet dataset on a Dask cluster.
 
     Parameters
     ----------
     config
-        The validated run configuration; ``input_table``/``output_table`` are not used (the
-        dataset paths are given explicitly), every clustering setting is.
+        The validated run configuration; ``input_table`` is not used (the dataset path is
+        given explicitly), every other setting is, including ``--output-table``, the exports,
+        the audience, ``--model-name`` with ``--no-force-refit`` and ``--prefer-stable``.
     client
         A connected ``distributed.Client``; every Dask computation of the run goes through it.
     input_path
         Partitioned Parquet dataset: a local folder or an fsspec URL (``s3://bucket/path/``).
     output_path
-        Where the rows plus ``cluster_id`` go, as a partitioned Parquet dataset. It is written to
-        a temporary sibling first and renamed into place, so a failure leaves no half-written
-        dataset (and an existing dataset at ``output_path`` unchanged).
+        Where the rows plus ``cluster_id`` go, as a partitioned Parquet dataset, or ``None``
+        when they go only to ``--output-table``. It is written to a temporary sibling first and
+        renamed into place after the table writes succeeded, so a failure leaves no
+        half-written dataset (and an existing dataset at ``output_path`` unchanged).
+    environ
+        Environment holding ``TD_API_KEY`` / ``TD_API_SERVER`` for ``--store td`` and the
+        audience (the CLI passes ``os.environ``; the library never reads it itself).
+    on_stage
+        Called with a stage's name when it starts.
 
     Returns
     -------
     dict
         The run summary (also written to ``config.output_dir / "summary.json"``): chosen k,
-        scores of every k, cluster sizes, timings and the workers used.
+        scores of every k, the all-rows silhouette, cluster sizes, timings, workers, outputs.
 
     Raises
     ------
     InputDataError
-        Empty input, an existing ``cluster_id`` column, too few rows for the k range.
+        Empty input, an existing ``cluster_id`` column, too few rows for the k range, a
+        missing or non-unique ``--rowid-column``, columns the saved model needs.
     UsageError
-        ``output_dir`` not writable, or ``force_refit=false`` (reusing a saved model is not
-        supported on Dask yet).
+        ``output_dir`` not writable, nothing to write, a missing saved model.
+    ServiceError
+        The table store or the CDP API failed; nothing was written.
     """
-    if not config.force_refit:
-        raise UsageError("--force-refit=false is not supported with Dask yet: drop it or run "
-                         "without --dask")
     _check_output_dir(config.output_dir)
-    timer = _Timer()
-    with dask.config.set(scheduler=client):
-        return _run(config, client, input_path, output_path, timer)
+    output_name = (parse_table_name(config.output_table, "--output-table")
+                   if config.output_table else None)
+    if output_path is None and output_name is None:
+        raise UsageError("a Dask run needs somewhere to write the labelled rows: give "
+                         "--dask-output or --output-table")
+    saved_model = None
+    if not config.force_refit:
+        assert config.model_name is not None  # checked in config
+        saved_model = SegmentationModel.load(config.model_dir / config.model_name,
+                                             config.model_name)
+    uses_store = output_name is not None or any(
+        (config.export_feature_importance, config.export_shap_values,
+         config.export_segment_rules))
+    store = open_store(config.store, environ, config.td_engine) if uses_store else None
+    try:
+        # Credentials and the CDP endpoint are checked before any work starts.
+        cdp = (cdp_client_from_environment(environ or {}, config.cdp_endpoint)
+               if config.audience_enabled else None)
+        run = _DaskRun(config, client, input_path, output_path, output_name, store, cdp,
+                       saved_model, _Timer(on_stage))
+        with dask.config.set(scheduler=client):
+            return run.execute()
+    finally:
+        if store is not None:
+            store.close()
 
 
-def _run(config: RunConfig, client: Client, input_path: str, output_path: str,
-         timer: _Timer) -> dict[str, Any]:
-    with timer.stage("read"):
-        data = _open_dataset(input_path)
-    n_rows = data.n_rows
-    _check_input(data, config)
-    seed = config.seed
-    # The whole table, gathered once, when it is no larger than a fit sample: then every fit
-    # below sees exactly the rows the single-machine path sees.
-    small = n_rows <= FEATURE_FIT_ROWS
-    whole = data.take(np.arange(n_rows)) if small else None
+@dataclass
+class _DaskRun:
+    """One Dask run's inputs; :meth:`execute` runs the stages in the single-machine order."""
 
-    with timer.stage("features"):
-        if whole is not None:
-            fit_frame = whole
+    config: RunConfig
+    client: Client
+    input_path: str
+    output_path: str | None
+    output_name: TableName | None
+    store: TableStore | None
+    cdp: CDPClient | None
+    saved_model: SegmentationModel | None
+    timer: _Timer
+
+    def execute(self) -> dict[str, Any]:
+        config, timer = self.config, self.timer
+        with timer.stage("read"):
+            data = _open_dataset(self.input_path)
+        _check_input(data, config, self.saved_model)
+        if self.output_name is not None:
+            assert self.store is not None
+            self.store.check_columns(self.output_name, [*data.schema.names, CLUSTER_COLUMN])
+            _check_output_table(self.store, self.output_name, data.frame._meta,
+                                config.output_mode)
+        n_rows = data.n_rows
+        # The whole table, gathered once, when it is no larger than a fit sample: then every
+        # fit below sees exactly the rows the single-machine path sees.
+        whole = data.take(np.arange(n_rows)) if n_rows <= FEATURE_FIT_ROWS else None
+
+        search = None
+        id_matching = None
+        refit: dict[str, Any] = {"done": False}
+        if self.saved_model is None:
+            model, search, refit, id_matching, x = self._fit(data, whole)
         else:
-            # pandas' frame.sample(n, random_state=seed) inside fit_features draws these rows.
-            picked = np.random.RandomState(seed).choice(n_rows, FEATURE_FIT_ROWS, replace=False)
-            fit_frame = data.take(np.sort(picked))
-        spec = fit_features(fit_frame, config.ignore_columns, seed)
+            model = self.saved_model
+            x = prepared_array(data, model.spec, model.projection)
+            log.info("reusing saved model %r (k=%d); no fitting", config.model_name, model.k)
 
-    with timer.stage("reduce"):
-        projection = _fit_projection(data, spec, whole, config)
+        with timer.stage("describe_sample"):
+            # The rows the single-machine run describes: the same uniform sample.
+            rows = _sample_rows(n_rows, DESCRIBE_ROWS, config.seed)
+            if rows is None:
+                sample = whole if whole is not None else data.take(np.arange(n_rows))
+            else:
+                sample = whole.iloc[rows] if whole is not None else data.take(rows)
+            sample = sample.reset_index(drop=True)
+            _check_rowid_sample(sample, config)
+            prepared = _prepare(sample, model.spec, model.projection)
+            labels, distances = nearest_centroid_with_distance(prepared, model.centroids)
 
-    k_values = _k_values(config, n_rows)
-    sampled = n_rows > max(config.silhouette_exact_max_rows, config.search_sample_size)
-    with timer.stage("search"):
+        with timer.stage("assign"):
+            # Exact sizes; after a fit on a sample, also the chosen clustering's silhouette
+            # against every row (the search scored the sample only).
+            points = None
+            if search is not None and refit["done"]:
+                chosen = _sample_rows(len(prepared), ALL_ROWS_SILHOUETTE_POINTS, config.seed)
+                points = prepared if chosen is None else prepared[chosen]
+            sizes, all_rows_silhouette = sizes_and_silhouette(x, model.centroids, points)
+        del x  # releases the persisted matrix on the workers
+
+        with timer.stage("explain"):
+            described = describe_clusters(sample, labels, distances, np.asarray(sizes), model,
+                                          config, reused=self.saved_model is not None)
+            eda = profile_table(sample, config.hide_table_contents, config.seed)
+            eda["rows"] = n_rows
+            eda["sampled_rows"] = len(sample)
+            projection_2d = _projection_sample(prepared, labels, config.seed)
+
+        summary = self._summary(data, model, search, refit, sizes, all_rows_silhouette,
+                                described, eda, id_matching)
+        outputs = self._write(data, model, described)
+        if self.cdp is not None and self.output_name is not None:
+            summary.update(sync_audiences(self.cdp, config, self.output_name, described,
+                                          timer))
+        summary["outputs"].update(outputs)
+        summary["timings_seconds"] = timer.seconds
+        _write_json_atomically(config.output_dir / SUMMARY_FILE, summary)
+        with timer.stage("report"):
+            write_report(config.output_dir / REPORT_FILE, summary, projection_2d,
+                         config.hide_table_contents)
+        return summary
+
+    def _fit(self, data: _Dataset, whole: pd.DataFrame | None) -> tuple[
+            SegmentationModel, SearchResult, dict[str, Any], dict[str, Any] | None, Any]:
+        """Features, PCA and the k search on client samples, then the all-rows refit."""
+        config, timer, seed, n_rows = self.config, self.timer, self.config.seed, data.n_rows
+        with timer.stage("features"):
+            if whole is not None:
+                fit_frame = whole
+            else:
+                # pandas' frame.sample(n, random_state=seed) inside fit_features draws these.
+                picked = np.random.RandomState(seed).choice(n_rows, FEATURE_FIT_ROWS,
+                                                            replace=False)
+                fit_frame = data.take(np.sort(picked))
+            spec = fit_features(fit_frame, config.ignore_columns, seed)
+
+        with timer.stage("reduce"):
+            projection = _fit_projection(data, spec, whole, config)
+
+        sampled = n_rows > max(config.silhouette_exact_max_rows, config.search_sample_size)
+        with timer.stage("search"):
+            rows = _sample_rows(n_rows, config.search_sample_size, seed) if sampled else None
+            if rows is not None:
+                search_frame = data.take(rows)
+            else:
+                search_frame = whole if whole is not None else data.take(np.arange(n_rows))
+            search_x = _prepare(search_frame, spec, projection)
+            min_rows = config.min_cluster_rows(n_rows)
+            search = search_k(
+                search_x, _k_values(config, n_rows), restarts=config.kmeans_restarts,
+                seed=seed, exact_max_rows=config.silhouette_exact_max_rows,
+                sample_size=config.silhouette_sample_size,
+                population_rows=n_rows if sampled else None,
+                min_cluster_size=int(np.ceil(min_rows * len(search_x) / n_rows)),
+            )
+        _stability_stage(search, search_x, config, timer)
+        centroids = search.centroids
+        refit: dict[str, Any] = {"done": False}
+        x = prepared_array(data, spec, projection)
         if sampled:
-            rows = np.sort(np.random.default_rng(seed).choice(
-                n_rows, size=config.search_sample_size, replace=False))
-            search_x = _prepare(data.take(rows), spec, projection)
-        else:
-            search_x = _prepare(whole if whole is not None else data.take(np.arange(n_rows)),
-                                spec, projection)
-        min_rows = config.min_cluster_rows(n_rows)
-        search = search_k(
-            search_x, k_values, restarts=config.kmeans_restarts, seed=seed,
-            exact_max_rows=config.silhouette_exact_max_rows,
-            sample_size=config.silhouette_sample_size,
-            population_rows=n_rows if sampled else None,
-            min_cluster_size=int(np.ceil(min_rows * len(search_x) / n_rows)),
-        )
-    centroids = search.centroids
-    refit: dict[str, Any] = {"done": False}
-    if sampled:
-        with timer.stage("fit_all_rows"):
-            centroids, refit = fit_all_rows(data, spec, projection, centroids, config)
-        log.info("k=%d refitted on all %d rows on Dask (%s, %d iterations)", search.chosen_k,
-                 n_rows, refit["engine"], refit["iterations"])
-
-    with timer.stage("assign_write"):
-        sizes = _assign_and_write(data, spec, projection, centroids, output_path)
-
-    with timer.stage("explain"):
-        explain_rows = (np.arange(n_rows) if n_rows <= EXPLAIN_ROWS else np.sort(
-            np.random.default_rng(seed).choice(n_rows, size=EXPLAIN_ROWS, replace=False)))
-        sample = whole.iloc[explain_rows] if whole is not None else data.take(explain_rows)
-        prepared = _prepare(sample, spec, projection)
-        labels = nearest_centroid(prepared, centroids)
-        readable = spec.readable(sample)
-        explanation, note = _explain_stage(readable, labels, search.chosen_k, config)
-        # Profiles, rules and the report read the same bounded sample; sizes stay exact.
-        kinds = {f.column: f.kind for f in spec.numeric}
-        profiles = profile_clusters(
-            readable, labels, search.chosen_k,
-            explanation.shap_by_cluster if explanation is not None else None,
-            config.hide_table_contents, kinds,
-        )
-        for cluster in profiles:
-            cluster["size"] = int(sizes[cluster["cluster_id"]])
-            cluster["share"] = float(sizes[cluster["cluster_id"]] / n_rows)
-        for rule in cluster_rules(readable, labels, search.chosen_k, seed=seed, kinds=kinds):
-            profiles[rule.cluster_id]["rule"] = _rule_summary(rule, config.hide_table_contents)
-        eda = profile_table(sample, config.hide_table_contents, seed)
-        eda["rows"] = n_rows
-        eda["sampled_rows"] = len(sample)
-        projection_2d = _projection_sample(prepared, labels, seed)
-
-    summary = {
-        "autoseg_version": __version__,
-        "engine": "dask",
-        "parameters": config.public_dict(),
-        "input_path": input_path,
-        "rows_read": n_rows,
-        "partitions": data.frame.npartitions,
-        "workers": _workers(client),
-        "columns_used": spec.used_columns,
-        "columns_dropped": [{"column": d.column, "reason": d.reason} for d in spec.dropped],
-        "prepared_columns": len(spec.matrix_columns),
-        "pca_components": (int(projection.components.shape[0])
-                           if projection is not None else None),
-        "chosen_k": search.chosen_k,
-        "chosen_reason": search.reason,
-        "k_search": [c.as_dict() for c in search.candidates],
-        "silhouette": {
-            "exact": search.silhouette_exact,
-            "search_rows": len(search.labels),
-            "points_scored": search.silhouette_points,
-            "per_cluster": search.per_cluster_silhouette,
-        },
-        "fit_all_rows": refit,
-        "cluster_sizes": sizes,
-        "cluster_shares": [round(s / n_rows, 6) for s in sizes],
-        "explanation": _explanation_summary(explanation, note),
-        "explanation_rows": len(sample),
-        "profile": eda,
-        "clusters": profiles,
-        "timings_seconds": timer.seconds,
-        "outputs": {"dataset": output_path,
-                    "summary": str(config.output_dir / SUMMARY_FILE),
-                    "report": str(config.output_dir / REPORT_FILE)},
-    }
-    if config.model_name:
-        # the same saved state as a single-machine fit, so a later run (on one machine or on
-        # Dask) can refit with stable ids against it
+            x = x.persist()  # prepared once; the refit and the size pass both read it
+            with timer.stage("fit_all_rows"):
+                centroids, refit = fit_all_rows(x, centroids, config)
+            log.info("k=%d refitted on all %d rows on Dask (%s, %s iterations)",
+                     search.chosen_k, n_rows, refit["engine"], refit["iterations"])
+        centroids, id_matching = _stable_ids(config, spec, projection, centroids)
         model = SegmentationModel(spec=spec, centroids=centroids, projection=projection,
-                                  k=search.chosen_k, fingerprint={"rows": n_rows,
-                                                                  "input_path": input_path})
-        surrogate = (explanation.booster.save_raw(raw_format="json")
-                     if explanation is not None else None)
-        summary["outputs"]["model"] = str(
-            model.save(config.model_dir / config.model_name, surrogate))
-    _write_json_atomically(config.output_dir / SUMMARY_FILE, summary)
-    write_report(config.output_dir / REPORT_FILE, summary, projection_2d,
-                 config.hide_table_contents)
-    return summary
+                                  k=search.chosen_k,
+                                  fingerprint={"rows": n_rows, "input_path": self.input_path})
+        return model, search, refit, id_matching, x
+
+    def _write(self, data: _Dataset, model: SegmentationModel,
+               described: Any) -> dict[str, Any]:
+        """Dataset (staged), tables (streamed), then the dataset swap and the model.
+
+        The dataset is written to a hidden sibling first; the labelled table is streamed from
+        it (or, without a dataset, straight from the partitions) inside the store's
+        all-or-nothing write; only then is the dataset renamed into place.
+        """
+        config = self.config
+        outputs: dict[str, Any] = {"dataset": self.output_path,
+                                   "output_table": (str(self.output_name)
+                                                    if self.output_name else None),
+                                   "store": self.store.description if self.store else None,
+                                   "model": None}
+        schema = data.schema.append(pa.field(CLUSTER_COLUMN, pa.int32()))
+        with self.timer.stage("write"):
+            staged = (_stage_dataset(data, model, self.output_path, schema)
+                      if self.output_path is not None else None)
+            try:
+                labelled = None
+                if self.output_name is not None:
+                    chunks = (staged.chunks() if staged is not None
+                              else _partition_chunks(data, model, schema, self.client))
+                    labelled = RowChunks(schema=schema, chunks=chunks)
+                writes = table_writes(config, self.output_name, labelled, described)
+                if writes:
+                    assert self.store is not None
+                    self.store.write_tables(writes)
+                if staged is not None:
+                    staged.swap_in()
+            except BaseException:
+                if staged is not None:
+                    staged.discard()
+                raise
+            if config.model_name and self.saved_model is None:
+                outputs["model"] = str(save_model(model, config, described.explanation))
+        return outputs
+
+    def _summary(self, data: _Dataset, model: SegmentationModel, search: SearchResult | None,
+                 refit: dict[str, Any], sizes: list[int],
+                 all_rows_silhouette: SilhouetteScore | None, described: Any,
+                 eda: dict[str, Any], id_matching: dict[str, Any] | None) -> dict[str, Any]:
+        config, n_rows, spec = self.config, data.n_rows, model.spec
+        summary: dict[str, Any] = {
+            "autoseg_version": __version__,
+            "engine": "dask",
+            "parameters": config.public_dict(),
+            "input_path": self.input_path,
+            "rows_read": n_rows,
+            "partitions": data.frame.npartitions,
+            "workers": _workers(self.client),
+            "columns_used": spec.used_columns,
+            "columns_dropped": [{"column": d.column, "reason": d.reason} for d in spec.dropped],
+            "prepared_columns": len(spec.matrix_columns),
+            "pca_components": (int(model.projection.components.shape[0])
+                               if model.projection is not None else None),
+            "refit": search is not None,
+            "chosen_k": model.k,
+        }
+        if search is not None:
+            summary.update(search_summary(search))
+        else:
+            summary["chosen_reason"] = f"reused saved model {config.model_name!r}"
+        if all_rows_silhouette is not None:
+            summary["silhouette"]["all_rows"] = {
+                "score": all_rows_silhouette.score,
+                "stderr": all_rows_silhouette.stderr,
+                "points_scored": all_rows_silhouette.n_points,
+                "rows": n_rows,
+                "per_cluster": list(all_rows_silhouette.per_cluster),
+            }
+        summary.update({
+            "fit_all_rows": refit,
+            "cluster_sizes": sizes,
+            "cluster_shares": [round(s / n_rows, 6) for s in sizes],
+            "explanation": _explanation_summary(described.explanation,
+                                                described.explanation_note),
+            "explanation_rows": int(eda["sampled_rows"]),
+            "profile": eda,
+            "clusters": described.profiles,
+            "outputs": {"summary": str(config.output_dir / SUMMARY_FILE),
+                        "report": str(config.output_dir / REPORT_FILE)},
+        })
+        if id_matching is not None:
+            summary["cluster_ids"] = id_matching
+        if described.drift is not None:
+            summary["drift"] = described.drift
+        return summary
 
 
 def _open_dataset(input_path: str) -> _Dataset:
@@ -299,9 +430,12 @@ def _open_dataset(input_path: str) -> _Dataset:
         try:
             frame = dd.read_parquet(input_path)
         except (FileNotFoundError, OSError, ValueError) as exc:
+            # Dask wraps the reader's error in a two-line message: name the original, on one line.
+            cause = exc.__cause__ or exc
+            reason = " ".join(f"{type(cause).__name__}: {cause}".split())
             raise InputDataError(
-                f"input dataset {input_path!r} cannot be read as Parquet ({exc}): give a folder "
-                "or URL of Parquet files"
+                f"input dataset {input_path!r} cannot be read as Parquet ({reason}): give a "
+                "folder or URL of Parquet files"
             ) from exc
     lengths = np.asarray(frame.map_partitions(len).compute(), dtype=np.int64)
     fs, path = fsspec.core.url_to_fs(input_path)
@@ -310,20 +444,45 @@ def _open_dataset(input_path: str) -> _Dataset:
                     schema=schema)
 
 
-def _check_input(data: _Dataset, config: RunConfig) -> None:
+def _check_input(data: _Dataset, config: RunConfig,
+                 saved_model: SegmentationModel | None) -> None:
+    """The single-machine input checks, from the schema and the row count (no data pass)."""
+    columns = list(data.schema.names)
     if data.n_rows == 0:
         raise InputDataError("the input dataset is empty: it has no rows to cluster")
-    if CLUSTER_COLUMN in data.frame.columns:
+    if CLUSTER_COLUMN in columns:
         raise InputDataError(
             f"the input dataset already has a {CLUSTER_COLUMN!r} column: drop or rename it "
             "first (it would be overwritten)"
         )
+    unknown = [c for c in config.ignore_columns if c not in columns and c != "time"]
+    if unknown:
+        log.warning("--ignore-columns: %s not in the input; ignored", ", ".join(map(repr, unknown)))
+    if config.rowid_column and config.rowid_column not in columns:
+        raise InputDataError(
+            f"--rowid-column={config.rowid_column!r} is not a column of the input: use one "
+            "of its columns"
+        )
+    if saved_model is not None:
+        saved_model.spec.check_columns(data.frame._meta)
+        return
     needed = config.num_clusters or config.max_clusters
     if data.n_rows < needed + 1:
         option = "num_clusters" if config.num_clusters else "max_clusters"
         raise InputDataError(
             f"n_rows={data.n_rows} must be >= {option}+1={needed + 1}: lower "
             f"--{option.replace('_', '-')} or give more rows"
+        )
+
+
+def _check_rowid_sample(sample: pd.DataFrame, config: RunConfig) -> None:
+    """``--rowid-column`` must be a key. Checked on the describe sample (up to 200,000 rows):
+    an exact check over hundreds of millions of rows would need a shuffle; a non-key column
+    (a country, a segment) repeats within any sample of that size."""
+    if config.rowid_column and not sample[config.rowid_column].is_unique:
+        raise InputDataError(
+            f"--rowid-column={config.rowid_column!r} is not unique: give the table's "
+            "primary key"
         )
 
 
@@ -404,15 +563,14 @@ def _tree_sum(parts: list[Any]) -> Any:
 
 
 def fit_all_rows(
-    data: _Dataset, spec: FeatureSpec, projection: Projection | None, centroids: np.ndarray,
-    config: RunConfig,
+    x: Any, centroids: np.ndarray, config: RunConfig,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Lloyd iterations on every row of the dataset, warm-started from the sample's centroids.
 
     The distributed counterpart of :func:`autoseg.search.refit_on_all_rows` (scikit-learn's
     ``KMeans(init=centroids, n_init=1, algorithm="lloyd")``): the same stopping rule (squared
     centroid shift <= ``1e-4`` x the mean column variance, at most 300 iterations). Each
-    iteration is one pass over the persisted prepared matrix: per block, nearest centroid and
+    iteration is one pass over the prepared matrix: per block, nearest centroid and
     per-cluster sums and counts; a tree sum; the k x d update on the client. An empty cluster
     keeps its previous centroid (scikit-learn would move it to a far point; with warm starts
     from a sample whose clusters are all non-empty this does not happen in practice).
@@ -420,15 +578,23 @@ def fit_all_rows(
     With ``config.device == "gpu"`` and RAPIDS' ``cuml.dask`` importable, cuML's multi-GPU
     KMeans does the fit instead (untested here: no GPU cluster in CI).
 
+    Parameters
+    ----------
+    x
+        The prepared matrix of every row (:func:`prepared_array`), best persisted: every
+        iteration reads it.
+    centroids
+        (k, d) starting centroids, from the k search on a sample.
+    config
+        The run configuration (device, seed).
+
     Returns
     -------
     tuple
         The centroids (float32, k x d) and facts for the summary (engine, iterations, inertia).
     """
-    x = prepared_array(data, spec, projection)
     if config.device == "gpu" and _cuml_dask_available():
         return _fit_all_rows_cuml(x, centroids, config.seed)
-    x = x.persist()  # prepared once, reused by every iteration (lives in worker memory)
     blocks = x.to_delayed().ravel().tolist()
     moments = dask.compute(_tree_sum([dask.delayed(_block_moments)(b) for b in blocks]))[0]
     n, d = int(moments[0]), x.shape[1]
@@ -453,9 +619,65 @@ def fit_all_rows(
         current = updated.astype(np.float32)
         if shift <= tol:
             break
-    del x  # release the persisted matrix on the workers
     return current, {"done": True, "engine": "dask-lloyd", "iterations": iterations,
                      "inertia": inertia, "final_shift": shift, "tolerance": tol}
+
+
+def _block_sizes_and_sums(block: np.ndarray, centroids: np.ndarray, points: np.ndarray | None,
+                          centre: np.ndarray | None) -> np.ndarray:
+    """One block's cluster counts and, with ``points``, their distance sums to its clusters.
+
+    Packed into one float64 vector (k counts, then m x k sums) for a single tree sum.
+    """
+    k = centroids.shape[0]
+    labels = nearest_centroid(block, centroids)
+    counts = np.bincount(labels, minlength=k).astype(np.float64)
+    if points is None or centre is None:
+        return counts
+    return np.concatenate([counts, distance_sums(points, block, labels, k, centre).ravel()])
+
+
+def sizes_and_silhouette(
+    x: Any, centroids: np.ndarray, points: np.ndarray | None = None,
+) -> tuple[list[int], SilhouetteScore | None]:
+    """Exact cluster sizes of every row and, for ``points``, their silhouette against all rows.
+
+    One pass over the prepared matrix: each block assigns its rows to the nearest centroid,
+    counts them and (with ``points``) adds the distances from every point to its rows per
+    cluster; the blocks' vectors are tree-summed, so the client only ever holds k + m x k
+    numbers. The points are a uniform sample of rows; their silhouettes combine into the
+    post-stratified estimate of the whole table's mean silhouette and its standard error
+    (:func:`autoseg.silhouette.silhouette_from_sums`).
+
+    Parameters
+    ----------
+    x
+        The prepared matrix of every row (:func:`prepared_array`).
+    centroids
+        (k, d) final centroids.
+    points
+        (m, d) prepared sample rows to score, or ``None`` for the sizes alone.
+
+    Returns
+    -------
+    tuple
+        The k sizes and the silhouette estimate (``None`` without points).
+    """
+    k = centroids.shape[0]
+    centre = points.mean(axis=0) if points is not None and len(points) else None
+    if centre is None:
+        points = None
+    blocks = x.to_delayed().ravel().tolist()
+    total = dask.compute(_tree_sum([dask.delayed(_block_sizes_and_sums)(b, centroids, points,
+                                                                      centre)
+                                    for b in blocks]))[0]
+    counts = total[:k]
+    sizes = [int(round(c)) for c in counts]
+    if points is None:
+        return sizes, None
+    sums = total[k:].reshape(len(points), k)
+    own = nearest_centroid(points, centroids)
+    return sizes, silhouette_from_sums(sums, own, counts, int(counts.sum()))
 
 
 def _cuml_dask_available() -> bool:
@@ -489,13 +711,38 @@ def _label_partition(frame: pd.DataFrame, spec: FeatureSpec, projection: Project
     return frame.assign(**{CLUSTER_COLUMN: labels.astype(np.int32)})
 
 
-def _assign_and_write(data: _Dataset, spec: FeatureSpec, projection: Projection | None,
-                      centroids: np.ndarray, output_path: str) -> list[int]:
-    """Label every partition and write the dataset atomically; return the cluster sizes."""
-    k = centroids.shape[0]
+@dataclass
+class _StagedDataset:
+    """The labelled dataset written to a hidden sibling of its destination, not yet in place."""
+
+    fs: fsspec.AbstractFileSystem
+    staging: str
+    path: str
+    token: str
+    schema: pa.Schema
+
+    def chunks(self) -> Iterator[pa.Table]:
+        """The staged rows, one Parquet file at a time (for the table stores)."""
+        dataset = pads.dataset(self.staging, filesystem=self.fs, format="parquet",
+                               schema=self.schema)
+        for fragment in dataset.get_fragments():
+            yield fragment.to_table(schema=self.schema)
+
+    def swap_in(self) -> None:
+        _rename_into_place(self.fs, self.staging, self.path, self.token)
+
+    def discard(self) -> None:
+        if self.fs.exists(self.staging):
+            self.fs.rm(self.staging, recursive=True)
+
+
+def _stage_dataset(data: _Dataset, model: SegmentationModel, output_path: str,
+                   schema: pa.Schema) -> _StagedDataset:
+    """Label every partition and write the dataset to a hidden staging folder beside
+    ``output_path`` (renamed into place later by :meth:`_StagedDataset.swap_in`)."""
     meta = data.frame._meta.assign(**{CLUSTER_COLUMN: np.empty(0, dtype=np.int32)})
-    labelled = data.frame.map_partitions(_label_partition, spec, projection, centroids,
-                                         meta=meta)
+    labelled = data.frame.map_partitions(_label_partition, model.spec, model.projection,
+                                         model.centroids, meta=meta)
     fs, path = fsspec.core.url_to_fs(output_path)
     path = path.rstrip("/")
     if fs.exists(path) and not fs.isdir(path):
@@ -504,34 +751,40 @@ def _assign_and_write(data: _Dataset, spec: FeatureSpec, projection: Projection 
     parent, name = path.rsplit("/", 1) if "/" in path else ("", path)
     token = uuid.uuid4().hex[:12]
     staging = f"{parent}/.{name}.tmp-{token}" if parent else f".{name}.tmp-{token}"
-    staging_url = _with_protocol(output_path, fs, staging)
+    staged = _StagedDataset(fs, staging, path, token, schema)
     try:
-        # One graph: the labels feed both the write and the size count, computed once.
         # The input's Arrow schema, not one inferred from pandas: DATE stays DATE, DECIMAL
         # stays DECIMAL, as on the single-machine path.
-        schema = data.schema.append(pa.field(CLUSTER_COLUMN, pa.int32()))
-        write = labelled.to_parquet(staging_url, write_index=False, compute=False,
-                                    schema=schema)
-        # A reduction of per-partition bincounts (value_counts would plan a shuffle). The
-        # reduction stacks the chunks' k-vectors as rows; the aggregate sums the rows.
-        counts = labelled[CLUSTER_COLUMN].reduction(
-            chunk=functools.partial(_bincount, k=k), aggregate=_sum_rows,
-            meta=pd.Series(dtype="int64"))
-        _, sizes = dask.compute(write, counts)
-        _rename_into_place(fs, staging, path, token)
+        labelled.to_parquet(_with_protocol(output_path, fs, staging), write_index=False,
+                            schema=schema)
     except BaseException:
-        if fs.exists(staging):
-            fs.rm(staging, recursive=True)
+        staged.discard()
         raise
-    return [int(sizes[i]) for i in range(k)]
+    return staged
 
 
-def _bincount(labels: pd.Series, k: int) -> pd.Series:
-    return pd.Series(np.bincount(labels.to_numpy(dtype=np.int64), minlength=k))
+def _partition_chunks(data: _Dataset, model: SegmentationModel, schema: pa.Schema,
+                      client: Client) -> Iterator[pa.Table]:
+    """The labelled rows partition by partition, in order, computed a few partitions ahead.
+
+    For a table store when no dataset is written: at most ``STREAM_AHEAD_PER_WORKER`` x
+    workers partitions are in flight or waiting on the client at any time.
+    """
+    ahead = max(1, STREAM_AHEAD_PER_WORKER * max(1, _workers(client)["n_workers"]))
+    parts = [dask.delayed(_label_partition)(part, model.spec, model.projection,
+                                            model.centroids)
+             for part in data.frame.to_delayed()]
+    pending: deque[Any] = deque()
+    for part in parts:
+        pending.append(client.compute(part))
+        if len(pending) >= ahead:
+            yield _arrow_chunk(pending.popleft().result(), schema)
+    while pending:
+        yield _arrow_chunk(pending.popleft().result(), schema)
 
 
-def _sum_rows(stacked: pd.DataFrame) -> pd.Series:
-    return stacked.sum(axis=0)
+def _arrow_chunk(frame: pd.DataFrame, schema: pa.Schema) -> pa.Table:
+    return pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
 
 
 def _with_protocol(original: str, fs: fsspec.AbstractFileSystem, path: str) -> str:
@@ -549,15 +802,31 @@ def _rename_into_place(fs: fsspec.AbstractFileSystem, staging: str, path: str,
     backup = None
     if fs.exists(path):
         backup = f"{path}.old-{token}"
-        fs.mv(path, backup, recursive=True)
+        _move_tree(fs, path, backup)
     try:
-        fs.mv(staging, path, recursive=True)
+        _move_tree(fs, staging, path)
     except BaseException:
         if backup is not None:
-            fs.mv(backup, path, recursive=True)
+            _move_tree(fs, backup, path)
         raise
     if backup is not None:
         fs.rm(backup, recursive=True)
+
+
+def _move_tree(fs: fsspec.AbstractFileSystem, source: str, target: str) -> None:
+    """Move the folder ``source`` to ``target``: one rename on a local disk; on object stores
+    each file is copied to the same relative key under ``target``, then ``source`` is deleted.
+
+    Not ``fs.mv(source, target, recursive=True)`` there: fsspec's recursive copy also copies
+    the "directory" ``source`` itself, a key that does not exist on S3, and s3fs raises
+    ``FileNotFoundError`` after having copied every file.
+    """
+    if isinstance(fs, LocalFileSystem):
+        fs.mv(source, target, recursive=True)
+        return
+    files = fs.find(source)
+    fs.copy(files, [target + f[len(source):] for f in files])
+    fs.rm(source, recursive=True)
 
 
 def _workers(client: Client) -> dict[str, Any]:

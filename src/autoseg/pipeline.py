@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -51,6 +51,9 @@ from autoseg.search import (
 )
 from autoseg.segments import profile_clusters
 from autoseg.stability import choose_stable_k, stability_by_k
+
+if TYPE_CHECKING:
+    from autoseg.io import RowChunks
 
 log = logging.getLogger(__name__)
 
@@ -233,85 +236,41 @@ def _run(
         # DESCRIBE_ROWS rows: means and shares from 200,000 rows are within about 0.01
         # standard deviations of the whole table's, and at 1M rows this halves the stage
         # (measured: 5.6 s -> under 3 s); a readable copy of a 10M-row table would also cost
-        # 800 MB. Cluster sizes stay exact (counted from all labels below).
+        # 800 MB. Cluster sizes stay exact (counted from all labels).
         rows = _sample_rows(len(frame), DESCRIBE_ROWS, config.seed)
-        part = frame if rows is None else frame.iloc[rows]
-        part_labels = labels if rows is None else labels[rows]
-        part_distances = distances if rows is None else distances[rows]
-        readable = spec.readable(part)
-        explanation, explanation_note = _explain_stage(readable, part_labels, model.k, config,
-                                                       backend.xgboost_device)
-        kinds = {f.column: f.kind for f in spec.numeric}
-        profiles = profile_clusters(
-            readable, part_labels, model.k,
-            explanation.shap_by_cluster if explanation is not None else None,
-            config.hide_table_contents, kinds,
-        )
         exact_sizes = np.bincount(labels, minlength=model.k)
-        for cluster in profiles:
-            cluster["size"] = int(exact_sizes[cluster["cluster_id"]])
-            cluster["share"] = float(exact_sizes[cluster["cluster_id"]] / len(labels))
+        described = describe_clusters(
+            frame if rows is None else frame.iloc[rows],
+            labels if rows is None else labels[rows],
+            distances if rows is None else distances[rows],
+            exact_sizes, model, config, reused=saved_model is not None,
+            xgboost_device=backend.xgboost_device,
+        )
+        explanation = described.explanation
+        profiles = described.profiles
         projection_2d = _projection_sample(matrix, labels, config.seed)
-        rules = cluster_rules(readable, part_labels, model.k, seed=config.seed, kinds=kinds)
-        for rule in rules:
-            profiles[rule.cluster_id]["rule"] = _rule_summary(rule, config.hide_table_contents)
-        drift = None
-        if saved_model is not None and "reference" in saved_model.extra:
-            drift = drift_report(saved_model.extra["reference"], readable, part_labels,
-                                 part_distances)
-            for warning in drift.get("warnings", []):
-                log.warning("drift: %s", warning.get("message"))
-        else:
-            model.extra["reference"] = reference_profile(readable, part_labels, part_distances,
-                                                         model.k)
 
     sizes = exact_sizes.tolist()
     summary = _summary(config, frame, spec, profile, imputed, search, model, sizes, labels,
                        backend, timer,
-                       _explanation_summary(explanation, explanation_note))
+                       _explanation_summary(explanation, described.explanation_note))
     summary["clusters"] = profiles
     if id_matching is not None:
         summary["cluster_ids"] = id_matching
-    if drift is not None:
-        summary["drift"] = drift
+    if described.drift is not None:
+        summary["drift"] = described.drift
 
     with timer.stage("write"):
-        writes: list[TableWrite] = []
-        if output_name is not None:
-            out = source.append_column(CLUSTER_COLUMN, pa.array(labels, type=pa.int32()))
-            writes.append(TableWrite(output_name, out, config.output_mode))
-        writes.extend(_export_writes(config, output_name, explanation))
-        if config.export_segment_rules:
-            writes.append(_rules_write(config, output_name, rules))
+        labelled = (source.append_column(CLUSTER_COLUMN, pa.array(labels, type=pa.int32()))
+                    if output_name is not None else None)
+        writes = table_writes(config, output_name, labelled, described)
         if writes:
             store.write_tables(writes)
         model_path = None
         if config.model_name and saved_model is None:
-            surrogate = (explanation.booster.save_raw(raw_format="json")
-                         if explanation is not None else None)
-            model_path = model.save(config.model_dir / config.model_name, surrogate)
+            model_path = save_model(model, config, explanation)
     if cdp is not None and output_name is not None:
-        with timer.stage("audience"):
-            audience = sync_audience(
-                cdp, audience_name=str(config.audience_name),
-                output_database=str(output_name.database), output_table=output_name.table,
-                rowid_column=str(config.rowid_column), foreign_key=str(config.foreign_key),
-                clusters=profiles,
-            )
-        summary["audience"] = audience
-        if config.segment_rules:
-            with timer.stage("audience_rules"):
-                summary["audience_rules"] = sync_audience(
-                    cdp, audience_name=str(config.audience_name),
-                    output_database=str(output_name.database), output_table=output_name.table,
-                    rowid_column=str(config.rowid_column), foreign_key=str(config.foreign_key),
-                    clusters=profiles, folder_name=f"autoseg rules: {output_name.table}",
-                    rules={r.cluster_id: rules_to_cdp(r) for r in rules if r.conditions},
-                    rule_attributes=_rule_attributes(rules),
-                )
-        log.info("audience %r: %d segments created, %d updated, %d removed",
-                 config.audience_name, audience.get("created", 0), audience.get("updated", 0),
-                 audience.get("deleted", 0))
+        summary.update(sync_audiences(cdp, config, output_name, described, timer))
     summary["timings_seconds"] = timer.seconds
     summary["outputs"] = {
         "output_table": str(output_name) if output_name else None,
@@ -331,6 +290,142 @@ def _run(
         model_path=model_path, timings=timer.seconds, explanation=explanation,
         projection_2d=projection_2d,
     )
+
+
+@dataclass
+class Description:
+    """What the describe stage found: explanation, per-cluster profiles and rules, drift."""
+
+    explanation: Explanation | None
+    explanation_note: str | None
+    profiles: list[dict[str, Any]]
+    rules: list[ClusterRule]
+    drift: dict[str, Any] | None
+
+
+def describe_clusters(
+    sample: pd.DataFrame, labels: np.ndarray, distances: np.ndarray, sizes: np.ndarray,
+    model: SegmentationModel, config: RunConfig, *, reused: bool, xgboost_device: str = "cpu",
+) -> Description:
+    """Explain, profile and describe every cluster from a bounded sample of labelled rows.
+
+    Shared by the single-machine run and the Dask run, so both describe clusters the same way.
+
+    Parameters
+    ----------
+    sample
+        Input rows (at most ``DESCRIBE_ROWS``), as read.
+    labels, distances
+        Their cluster ids and distances to the assigned centroid.
+    sizes
+        Exact cluster sizes of the whole table (profiles report them, not the sample's).
+    model
+        The fitted or reused model; a new model gets the drift reference of this sample in
+        ``model.extra["reference"]``.
+    config
+        The run configuration.
+    reused
+        Whether ``model`` is a saved model applied without refitting (then drift is reported
+        against its reference, when it has one).
+    xgboost_device
+        ``"cpu"`` or ``"cuda"`` for the surrogate explanation.
+
+    Returns
+    -------
+    Description
+        Explanation (``None`` with a note when there is nothing to explain), profiles with
+        sizes, shares and rules, the rules, and the drift report of a reused model.
+    """
+    readable = model.spec.readable(sample)
+    explanation, note = _explain_stage(readable, labels, model.k, config, xgboost_device)
+    kinds = {f.column: f.kind for f in model.spec.numeric}
+    profiles = profile_clusters(
+        readable, labels, model.k,
+        explanation.shap_by_cluster if explanation is not None else None,
+        config.hide_table_contents, kinds,
+    )
+    total = float(np.sum(sizes))
+    for cluster in profiles:
+        cluster["size"] = int(sizes[cluster["cluster_id"]])
+        cluster["share"] = float(sizes[cluster["cluster_id"]] / total)
+    rules = cluster_rules(readable, labels, model.k, seed=config.seed, kinds=kinds)
+    for rule in rules:
+        profiles[rule.cluster_id]["rule"] = _rule_summary(rule, config.hide_table_contents)
+    drift = None
+    if reused and "reference" in model.extra:
+        drift = drift_report(model.extra["reference"], readable, labels, distances)
+        for warning in drift.get("warnings", []):
+            log.warning("drift: %s", warning.get("message"))
+    else:
+        model.extra["reference"] = reference_profile(readable, labels, distances, model.k)
+    return Description(explanation, note, profiles, rules, drift)
+
+
+def table_writes(
+    config: RunConfig, output_name: TableName | None,
+    labelled: pa.Table | RowChunks | None, described: Description,
+) -> list[TableWrite]:
+    """Every table the run writes: the labelled rows (when an output table is named), the
+    requested exports and the segment-rules table, written together, all or nothing."""
+    writes: list[TableWrite] = []
+    if output_name is not None and labelled is not None:
+        writes.append(TableWrite(output_name, labelled, config.output_mode))
+    writes.extend(_export_writes(config, output_name, described.explanation))
+    if config.export_segment_rules:
+        writes.append(_rules_write(config, output_name, described.rules))
+    return writes
+
+
+def save_model(model: SegmentationModel, config: RunConfig,
+               explanation: Explanation | None) -> Path:
+    """Save a newly fitted model under ``--model-name`` (atomically), with its surrogate."""
+    assert config.model_name is not None
+    surrogate = (explanation.booster.save_raw(raw_format="json")
+                 if explanation is not None else None)
+    return model.save(config.model_dir / config.model_name, surrogate)
+
+
+def sync_audiences(cdp: CDPClient, config: RunConfig, output_name: TableName,
+                   described: Description, timer: _Timer) -> dict[str, Any]:
+    """Create or update the CDP audience (one segment per cluster; with ``--segment-rules``
+    also the rule segments); returns the summary entries ``audience`` (``audience_rules``)."""
+    found: dict[str, Any] = {}
+    with timer.stage("audience"):
+        audience = sync_audience(
+            cdp, audience_name=str(config.audience_name),
+            output_database=str(output_name.database), output_table=output_name.table,
+            rowid_column=str(config.rowid_column), foreign_key=str(config.foreign_key),
+            clusters=described.profiles,
+        )
+    found["audience"] = audience
+    if config.segment_rules:
+        with timer.stage("audience_rules"):
+            found["audience_rules"] = sync_audience(
+                cdp, audience_name=str(config.audience_name),
+                output_database=str(output_name.database), output_table=output_name.table,
+                rowid_column=str(config.rowid_column), foreign_key=str(config.foreign_key),
+                clusters=described.profiles, folder_name=f"autoseg rules: {output_name.table}",
+                rules={r.cluster_id: rules_to_cdp(r) for r in described.rules if r.conditions},
+                rule_attributes=_rule_attributes(described.rules),
+            )
+    log.info("audience %r: %d segments created, %d updated, %d removed",
+             config.audience_name, audience.get("created", 0), audience.get("updated", 0),
+             audience.get("deleted", 0))
+    return found
+
+
+def search_summary(search: SearchResult) -> dict[str, Any]:
+    """The k search in the summary: every candidate, the choice and its reason, silhouettes."""
+    return {
+        "k_search": [c.as_dict() for c in search.candidates],
+        "chosen_reason": search.reason,
+        "silhouette": {
+            "exact": search.silhouette_exact,
+            "search_rows": len(search.labels),
+            "points_scored": search.silhouette_points,
+            "per_cluster": search.per_cluster_silhouette,
+        },
+    }
 
 
 def _explain_stage(
@@ -723,14 +818,7 @@ def _summary(
         "versions": _versions(),
     }
     if search is not None:
-        summary["k_search"] = [c.as_dict() for c in search.candidates]
-        summary["chosen_reason"] = search.reason
-        summary["silhouette"] = {
-            "exact": search.silhouette_exact,
-            "search_rows": len(search.labels),
-            "points_scored": search.silhouette_points,
-            "per_cluster": search.per_cluster_silhouette,
-        }
+        summary.update(search_summary(search))
     else:
         summary["chosen_reason"] = f"reused saved model {config.model_name!r}"
     return summary

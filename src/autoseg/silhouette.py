@@ -161,8 +161,7 @@ def _cluster_distance_sums(
     p = centred[point_idx]
     p_norms = sq_norms[point_idx]
     m = int(p.shape[0])
-    col_chunk = max(1024, min(n, BLOCK_ELEMENTS // max(1, min(m, 1024))))
-    row_block = max(1, BLOCK_ELEMENTS // col_chunk)
+    col_chunk = _column_chunk(n, m)
     sums = xp.zeros((m, total), dtype=xp.float64)
     for start in range(0, n, col_chunk):
         stop = min(n, start + col_chunk)
@@ -170,18 +169,105 @@ def _cluster_distance_sums(
         rows = xp.arange(stop - start)
         for key in labels:
             one_hot[rows, offsets[key] + labels[key][start:stop]] = 1.0
-        chunk = centred[start:stop]
-        chunk_norms = sq_norms[start:stop]
-        for r0 in range(0, m, row_block):
-            r1 = min(m, r0 + row_block)
-            d = p[r0:r1] @ chunk.T
-            d *= -2.0
-            d += p_norms[r0:r1, None]
-            d += chunk_norms[None, :]
-            xp.maximum(d, 0.0, out=d)
-            xp.sqrt(d, out=d)
-            sums[r0:r1] += d @ one_hot
+        _add_distance_sums(sums, p, p_norms, centred[start:stop], sq_norms[start:stop],
+                           one_hot, xp)
     return _to_host(sums)
+
+
+def _column_chunk(n: int, m: int) -> int:
+    """Rows per distance block so a (points x rows) block stays near BLOCK_ELEMENTS."""
+    return max(1024, min(n, BLOCK_ELEMENTS // max(1, min(m, 1024))))
+
+
+def _add_distance_sums(sums: Any, p: Any, p_norms: Any, chunk: Any, chunk_norms: Any,
+                       one_hot: Any, xp: Any) -> None:
+    """``sums += dist(p, chunk) @ one_hot``, the distances in blocks of points (GEMM form)."""
+    m = int(p.shape[0])
+    row_block = max(1, BLOCK_ELEMENTS // max(1, int(chunk.shape[0])))
+    for r0 in range(0, m, row_block):
+        r1 = min(m, r0 + row_block)
+        d = p[r0:r1] @ chunk.T
+        d *= -2.0
+        d += p_norms[r0:r1, None]
+        d += chunk_norms[None, :]
+        xp.maximum(d, 0.0, out=d)
+        xp.sqrt(d, out=d)
+        sums[r0:r1] += d @ one_hot
+
+
+def distance_sums(
+    points: Any, rows: Any, row_labels: Any, k: int, centre: Any, xp: Any = np
+) -> np.ndarray:
+    """Sums of distances from every point to the rows of each cluster, for a block of rows.
+
+    The building block of a silhouette over rows that are not all in one place (a Dask
+    dataset): sum the results of every block of the table, then score the points with
+    :func:`silhouette_from_sums`. The same distance code as :func:`silhouette_scores`.
+
+    Parameters
+    ----------
+    points
+        (m, d) points being scored.
+    rows
+        (r, d) a block of the table's rows (the points themselves may be among them).
+    row_labels
+        (r,) cluster ids ``0..k-1`` of ``rows``.
+    k
+        Number of clusters.
+    centre
+        (d,) a vector subtracted from points and rows before the GEMM form of the distances
+        (for float32 accuracy); use the same one for every block, e.g. the points' mean.
+    xp
+        Array namespace (``numpy`` or ``cupy``).
+
+    Returns
+    -------
+    numpy.ndarray
+        (m, k) float64 sums (host memory).
+    """
+    c = xp.asarray(centre, dtype=xp.float32)
+    p = xp.asarray(points, dtype=xp.float32) - c
+    x = xp.asarray(rows, dtype=xp.float32) - c
+    labels = xp.asarray(row_labels).astype(xp.int64)
+    p_norms = xp.sum(p * p, axis=1)
+    x_norms = xp.sum(x * x, axis=1)
+    n, m = int(x.shape[0]), int(p.shape[0])
+    sums = xp.zeros((m, k), dtype=xp.float64)
+    col_chunk = _column_chunk(max(n, 1), m)
+    for start in range(0, n, col_chunk):
+        stop = min(n, start + col_chunk)
+        one_hot = xp.zeros((stop - start, k), dtype=xp.float32)
+        one_hot[xp.arange(stop - start), labels[start:stop]] = 1.0
+        _add_distance_sums(sums, p, p_norms, x[start:stop], x_norms[start:stop], one_hot, xp)
+    return _to_host(sums)
+
+
+def silhouette_from_sums(
+    sums: np.ndarray, own: np.ndarray, sizes: np.ndarray, n_rows: int
+) -> SilhouetteScore:
+    """Mean silhouette estimated from a uniform sample of points and their distance sums.
+
+    Parameters
+    ----------
+    sums
+        (m, k) sums of distances from each sampled point to every row of each cluster (the
+        point itself included, at distance 0), e.g. summed :func:`distance_sums` blocks.
+    own
+        (m,) cluster id of each point.
+    sizes
+        (k,) exact cluster sizes of the whole table.
+    n_rows
+        Rows of the whole table.
+
+    Returns
+    -------
+    SilhouetteScore
+        The post-stratified estimate and its standard error (``exact`` is False; a cluster
+        without a sampled point has a NaN per-cluster mean and adds nothing to the estimate).
+    """
+    sizes = np.asarray(sizes, dtype=np.float64)
+    s = _point_silhouettes(np.asarray(sums, dtype=np.float64), np.asarray(own), sizes)
+    return _combine(s, np.asarray(own), sizes, n_rows, exact=False)
 
 
 def _point_silhouettes(sums: np.ndarray, own: np.ndarray, sizes: np.ndarray) -> np.ndarray:

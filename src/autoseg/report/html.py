@@ -301,6 +301,15 @@ def _k_search(view: Mapping[str, Any]) -> str:
             parts.append(f"<p>Silhouette estimated from a sample of "
                          f"{int(silhouette.get('points_scored') or 0):,} rows; "
                          "\u00b1 is its standard error.</p>")
+        all_rows = silhouette.get("all_rows")
+        if all_rows and all_rows.get("score") is not None:
+            # Dask runs: the chosen clustering, refitted on every row, checked against all rows
+            parts.append(
+                f"<p>After the refit on all {int(all_rows.get('rows') or 0):,} rows, the chosen "
+                f"clustering's silhouette against every row is "
+                f"<b>{float(all_rows['score']):.3f}</b> \u00b1 "
+                f"{float(all_rows.get('stderr') or 0.0):.3f} "
+                f"({int(all_rows.get('points_scored') or 0):,} sampled points).</p>")
     if not search:
         parts.append('<p class="muted">No k search in this run (k fixed by a saved model).</p>')
         return "".join(parts)
