@@ -4,14 +4,16 @@ Usage::
 
     python benchmarks/dask_workers.py                          # 1M rows, 1 and 2 workers
     python benchmarks/dask_workers.py --rows 100000 --workers 1 --workers 2 --restarts 3
+    python benchmarks/dask_workers.py --sink dataset --sink duckdb   # also streamed to DuckDB
 
 The table is ``benchmarks/scale.py``'s synthetic customer table (generated once, cached under
 ``benchmarks/data/``), split into ``--partitions`` Parquet files. Each worker count gets a fresh
 ``LocalCluster`` of single-threaded worker *processes* (threads would share the GIL in the
 pandas parts), and the k search runs on a sample as in production (``search_sample_size``), so
-the distributed stages are the feature transform, the Lloyd refit on all rows, the assignment and
-the write. Recorded per run: wall time, the summary's stage timings, the chosen k, the Lloyd
-iterations and the adjusted Rand index against the planted segments. Results go to
+the distributed stages are the feature transform, the Lloyd refit on all rows, the size and
+all-rows silhouette pass, the assignment and the write (a dataset, or rows streamed to DuckDB
+with ``--sink duckdb``). Recorded per run: wall time, the summary's stage timings, the chosen k,
+the Lloyd iterations and the adjusted Rand index against the planted segments. Results go to
 ``benchmarks/results/dask_workers.json``.
 """
 
@@ -49,8 +51,13 @@ def partition(source: Path, parts: int, folder: Path) -> Path:
     return folder
 
 
-def run_once(dataset: Path, workers: int, restarts: int, work: Path) -> dict[str, object]:
-    """One timed Dask run on a fresh LocalCluster of ``workers`` single-thread processes."""
+def run_once(dataset: Path, workers: int, restarts: int, work: Path,
+             sink: str = "dataset") -> dict[str, object]:
+    """One timed Dask run on a fresh LocalCluster of ``workers`` single-thread processes.
+
+    ``sink`` is ``dataset`` (a partitioned Parquet dataset, ``--dask-output``) or ``duckdb``
+    (the rows streamed into a DuckDB table, ``--output-table``, and no dataset).
+    """
     from distributed import Client, LocalCluster
     from sklearn.metrics import adjusted_rand_score
 
@@ -63,20 +70,37 @@ def run_once(dataset: Path, workers: int, restarts: int, work: Path) -> dict[str
         "output_dir": str(work / f"out-{workers}"),
         "model_dir": str(work / "models"),
         "kmeans_restarts": restarts,
+        "store": f"duckdb:{work / 'store.duckdb'}",
+        **({"output_table": "bench.segments"} if sink == "duckdb" else {}),
     })
     with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                       dashboard_address=None) as cluster, Client(cluster) as client:
         started = time.perf_counter()
-        summary = run_on_dask(config, client, input_path=str(dataset), output_path=str(out))
+        summary = run_on_dask(config, client, input_path=str(dataset),
+                              output_path=str(out) if sink == "dataset" else None)
         wall = time.perf_counter() - started
     truth_file = dataset.parent / "truth.npy"
     ari = None
     if truth_file.exists():
-        labels = pq.read_table(out, columns=["cluster_id"]).column(0).to_numpy()
+        if sink == "dataset":
+            written = pq.read_table(out, columns=["customer_id", "cluster_id"])
+        else:
+            import duckdb
+
+            with duckdb.connect(str(work / "store.duckdb"), read_only=True) as conn:
+                written = conn.sql("SELECT customer_id, cluster_id FROM bench.segments"
+                                   ).to_arrow_table()
+        # align with the source order of the planted labels through the customer id
+        source_ids = pq.read_table(dataset, columns=["customer_id"]).column(0).to_numpy()
+        order = np.argsort(written.column("customer_id").to_numpy())
+        labels = written.column("cluster_id").to_numpy()[order][np.argsort(np.argsort(
+            source_ids))]
         ari = round(float(adjusted_rand_score(np.load(truth_file), labels)), 4)
     shutil.rmtree(out, ignore_errors=True)
+    (work / "store.duckdb").unlink(missing_ok=True)
     return {
         "workers": workers,
+        "sink": sink,
         "wall_seconds": round(wall, 2),
         "stages_seconds": summary["timings_seconds"],
         "chosen_k": summary["chosen_k"],
@@ -91,6 +115,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--partitions", type=int, default=8)
     parser.add_argument("--workers", type=int, action="append")
     parser.add_argument("--restarts", type=int, default=10, help="k-means++ restarts per k")
+    parser.add_argument("--sink", choices=("dataset", "duckdb"), action="append",
+                        help="where the labelled rows go (repeatable; default: dataset)")
     args = parser.parse_args(argv)
     source = generate(args.rows)
     runs = []
@@ -100,10 +126,11 @@ def main(argv: list[str] | None = None) -> None:
         truth = source.with_name(source.name.replace(".parquet", ".truth.npy"))
         if truth.exists():
             shutil.copy(truth, dataset.parent / "truth.npy")
-        for workers in args.workers or [1, 2]:
-            result = run_once(dataset, workers, args.restarts, work)
-            print(json.dumps(result), flush=True)
-            runs.append(result)
+        for sink in args.sink or ["dataset"]:
+            for workers in args.workers or [1, 2]:
+                result = run_once(dataset, workers, args.restarts, work, sink)
+                print(json.dumps(result), flush=True)
+                runs.append(result)
     record = {
         "benchmark": "dask_workers",
         "date": datetime.now(UTC).isoformat(timespec="seconds"),

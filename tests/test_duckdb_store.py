@@ -64,6 +64,20 @@ def test_overwrite_append_and_columns(tmp_path: Path) -> None:
     assert _rows(tmp_path / "s.duckdb", "db.t") == [(9,)]
 
 
+def test_schema_named_like_the_database_file(tmp_path: Path) -> None:
+    """``shop.duckdb`` holding ``shop.segments``: DuckDB calls the bare ``shop`` ambiguous
+    (catalog or schema), so every statement names the catalog too."""
+    store = DuckDBStore(str(tmp_path / "shop.duckdb"))
+    name = TableName("shop", "segments")
+    store.write_tables([TableWrite(name, pa.table({"id": [1, 2]}), "overwrite")])
+    store.write_tables([TableWrite(name, pa.table({"id": [3]}), "append")])
+    assert store.table_columns(name) == ["id"]
+    assert store.read_table(name).column("id").to_pylist() == [1, 2, 3]
+    store.write_tables([TableWrite(name, pa.table({"id": [9]}), "overwrite")])
+    assert store.read_table(name).column("id").to_pylist() == [9]
+    store.close()
+
+
 def test_failed_write_changes_nothing(tmp_path: Path) -> None:
     path = tmp_path / "s.duckdb"
     store = DuckDBStore(str(path))

@@ -48,8 +48,10 @@ def _quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
-def _qualified(name: TableName) -> str:
-    return f"{_quote(name.database or DEFAULT_SCHEMA)}.{_quote(name.table)}"
+def _qualified(name: TableName, catalog: str) -> str:
+    """``catalog.schema.table``: with the catalog, a schema named like the database file
+    (``shop.duckdb`` holding ``shop.customers``) is not ambiguous to DuckDB."""
+    return f"{_quote(catalog)}.{_quote(name.database or DEFAULT_SCHEMA)}.{_quote(name.table)}"
 
 
 class DuckDBStore:
@@ -87,12 +89,20 @@ class DuckDBStore:
                 ) from None
         return self._conn
 
+    def _catalog(self) -> str:
+        """The attached database's name (DuckDB names it after the file's stem)."""
+        rows = self._connect().execute("SELECT current_database()").fetchall()
+        return str(rows[0][0])
+
+    def _qualified(self, name: TableName) -> str:
+        return _qualified(name, self._catalog())
+
     def _exists(self, name: TableName) -> bool:
         if not self._file_exists():
             return False
         rows = self._connect().execute(
             "SELECT count(*) FROM information_schema.tables "
-            "WHERE table_schema = ? AND table_name = ?",
+            "WHERE table_catalog = current_database() AND table_schema = ? AND table_name = ?",
             [name.database or DEFAULT_SCHEMA, name.table],
         ).fetchall()  # fetch everything: DuckDB 2 refuses new work while a result is open
         return bool(rows and rows[0][0])
@@ -103,7 +113,8 @@ class DuckDBStore:
             return None
         rows = self._connect().execute(
             "SELECT column_name FROM information_schema.columns "
-            "WHERE table_schema = ? AND table_name = ? ORDER BY ordinal_position",
+            "WHERE table_catalog = current_database() AND table_schema = ? AND table_name = ? "
+            "ORDER BY ordinal_position",
             [name.database or DEFAULT_SCHEMA, name.table],
         ).fetchall()
         return [r[0] for r in rows]
@@ -120,7 +131,7 @@ class DuckDBStore:
                 f"--input-table={str(name)!r} does not exist in {self.description}: "
                 "check the name (dbname.table_name) or the --store path"
             )
-        relation = self._connect().sql(f"SELECT * FROM {_qualified(name)}")
+        relation = self._connect().sql(f"SELECT * FROM {self._qualified(name)}")
         # DuckDB 2 renamed a relation's arrow() to to_arrow_table().
         fetch = getattr(relation, "to_arrow_table", None) or relation.arrow
         return fetch()
@@ -145,7 +156,8 @@ class DuckDBStore:
             conn.execute("BEGIN TRANSACTION")
             for i, write in enumerate(writes):
                 schema = write.name.database or DEFAULT_SCHEMA
-                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(schema)}")
+                catalog = self._catalog()
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_quote(catalog)}.{_quote(schema)}")
                 view = f"autoseg_write_{i}"
                 if isinstance(write.frame, RowChunks):
                     stream = _StreamedRows(write.frame, f"output table {str(write.name)!r}")
@@ -160,18 +172,17 @@ class DuckDBStore:
                 else:
                     conn.register(view, write.frame)
                     names = [str(c) for c in write.frame.columns]
-                target = _qualified(write.name)
+                target = self._qualified(write.name)
                 if write.mode == "append" and self._exists(write.name):
                     columns = ", ".join(_quote(c) for c in names)
                     conn.execute(f"INSERT INTO {target} ({columns}) SELECT * FROM {view}")
                 else:
                     staging = TableName(schema, f"{write.name.table}__autoseg_staging")
-                    conn.execute(f"DROP TABLE IF EXISTS {_qualified(staging)}")
-                    conn.execute(f"CREATE TABLE {_qualified(staging)} AS SELECT * FROM {view}")
+                    conn.execute(f"DROP TABLE IF EXISTS {self._qualified(staging)}")
+                    conn.execute(f"CREATE TABLE {self._qualified(staging)} AS SELECT * FROM {view}")
                     conn.execute(f"DROP TABLE IF EXISTS {target}")
-                    conn.execute(
-                        f"ALTER TABLE {_qualified(staging)} RENAME TO {_quote(write.name.table)}"
-                    )
+                    conn.execute(f"ALTER TABLE {self._qualified(staging)} "
+                                 f"RENAME TO {_quote(write.name.table)}")
                 conn.unregister(view)
             conn.execute("COMMIT")
         except BaseException as exc:
