@@ -126,18 +126,20 @@ def test_same_segmentation_as_single_machine(
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".labelled")] == []
 
 
+def _fails_in_the_second_half(frame, *args):  # noqa: ANN001, ANN202
+    """A stand-in for ``_label_partition``: the first partitions are labelled, a later one
+    fails like a lost worker (no call back into the real function: pickled by reference it
+    would resolve to this patched one)."""
+    if int(frame["customer_id"].iloc[0]) >= ROWS // 2:
+        raise RuntimeError("worker lost")
+    return frame.assign(cluster_id=np.zeros(len(frame), dtype=np.int32))
+
+
 def test_failure_while_writing_leaves_no_dataset(
     tmp_path: Path, data: dict[str, Path], client: distributed.Client,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def failing(frame, *args):  # noqa: ANN001, ANN202
-        # The first partitions are written, a later one fails (no call back into the real
-        # function: pickled by reference it would resolve to this patched one).
-        if int(frame["customer_id"].iloc[0]) >= ROWS // 2:
-            raise RuntimeError("worker lost")
-        return frame.assign(cluster_id=np.zeros(len(frame), dtype=np.int32))
-
-    monkeypatch.setattr(dask_run, "_label_partition", failing)
+    monkeypatch.setattr(dask_run, "_label_partition", _fails_in_the_second_half)
     out = tmp_path / "labelled"
     with pytest.raises(RuntimeError, match="worker lost"):
         dask_run.run_on_dask(_config(tmp_path, data["single"], "dask", num_clusters=3), client,
@@ -282,12 +284,7 @@ def test_a_failing_partition_leaves_a_new_table_unwritten(
     tmp_path: Path, data: dict[str, Path], client: distributed.Client,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    def failing(frame, *args):  # noqa: ANN001, ANN202
-        if int(frame["customer_id"].iloc[0]) >= ROWS // 2:
-            raise RuntimeError("worker lost")
-        return frame.assign(cluster_id=np.zeros(len(frame), dtype=np.int32))
-
-    monkeypatch.setattr(dask_run, "_label_partition", failing)
+    monkeypatch.setattr(dask_run, "_label_partition", _fails_in_the_second_half)
     with pytest.raises(RuntimeError, match="worker lost"):
         dask_run.run_on_dask(_config(tmp_path, data["single"], "dask", num_clusters=3,
                                      output_table="out.labelled"),
