@@ -158,16 +158,21 @@ def test_failed_swap_keeps_the_previous_dataset(
     dask_run.run_on_dask(config, client, input_path=str(data["dataset"]), output_path=str(out))
     before = sorted(p.name for p in out.iterdir())
 
-    def failing(*args: object) -> None:
-        raise OSError("disk full")
+    real_move = dask_run._move_tree
 
-    monkeypatch.setattr(dask_run, "_rename_into_place", failing)
+    def failing(fs, source: str, target: str) -> None:  # noqa: ANN001
+        if ".tmp-" in source:  # the new dataset cannot be moved in; the backup move worked
+            raise OSError("disk full")
+        real_move(fs, source, target)
+
+    monkeypatch.setattr(dask_run, "_move_tree", failing)
     with pytest.raises(OSError, match="disk full"):
         dask_run.run_on_dask(config, client, input_path=str(data["dataset"]),
                              output_path=str(out))
     assert sorted(p.name for p in out.iterdir()) == before
     assert pq.read_table(out).num_rows == ROWS
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".labelled")] == []
+    assert not list(tmp_path.glob("labelled.old-*"))
 
 
 def test_input_with_cluster_id_is_refused(tmp_path: Path, client: distributed.Client) -> None:
@@ -446,3 +451,127 @@ def test_labelled_rows_and_audience_on_treasure_data(
     finally:
         cdp.stop()
         td.stop()
+
+
+# --------------------------------------------------------------------------- what it refuses
+
+
+def test_output_must_not_overlap_the_input_or_other_files(
+    tmp_path: Path, data: dict[str, Path], client: distributed.Client
+) -> None:
+    config = _config(tmp_path, data["single"], "dask", num_clusters=3)
+    dataset = data["dataset"]
+    for output in (dataset, dataset.parent, dataset / "labelled"):
+        with pytest.raises(UsageError, match="overlaps the input dataset"):
+            dask_run.run_on_dask(config, client, input_path=str(dataset),
+                                 output_path=str(output))
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    with pytest.raises(UsageError, match=r"holds files that are not part of a Parquet dataset "
+                                         r"\(e.g. 'notes.txt'\)"):
+        dask_run.run_on_dask(config, client, input_path=str(dataset), output_path=str(folder))
+    assert (folder / "notes.txt").read_text() == "keep me"
+    assert len(list(dataset.glob("*.parquet"))) == PARTITIONS
+    assert not (tmp_path / "dask" / "summary.json").exists()
+
+
+def test_append_with_a_dataset_output_is_refused(
+    tmp_path: Path, data: dict[str, Path], client: distributed.Client
+) -> None:
+    config = _config(tmp_path, data["single"], "dask", output_table="out.t",
+                     output_mode="append")
+    with pytest.raises(UsageError, match="--output-mode=append adds rows to --output-table "
+                                         "only"):
+        dask_run.run_on_dask(config, client, input_path=str(data["dataset"]),
+                             output_path=str(tmp_path / "o"))
+    summary = dask_run.run_on_dask(config, client, input_path=str(data["dataset"]),
+                                   output_path=None)  # the table alone may be appended to
+    assert summary["outputs"]["output_table"] == "out.t"
+
+
+def test_gpu_without_a_gpu_is_refused_as_on_one_machine(
+    tmp_path: Path, data: dict[str, Path], client: distributed.Client
+) -> None:
+    with pytest.raises(UsageError, match="--device=gpu: no usable GPU"):
+        dask_run.run_on_dask(_config(tmp_path, data["single"], "dask", device="gpu"), client,
+                             input_path=str(data["dataset"]), output_path=str(tmp_path / "o"))
+
+
+def test_files_with_different_schemas_are_refused_before_any_work(
+    tmp_path: Path, client: distributed.Client
+) -> None:
+    config = _config(tmp_path, tmp_path / "x.parquet", "dask", num_clusters=2)
+    table = to_arrow(make_customers(300)[0])
+    cases = {
+        "missing": (table.slice(150).drop_columns(["age"]), "lacks column 'age'"),
+        "retyped": (table.slice(150).set_column(
+            table.schema.get_field_index("customer_id"), "customer_id",
+            pa.array([f"C{i}" for i in range(150)])),
+            r"column 'customer_id' is string in input file 'part-1.parquet' but int64"),
+    }
+    for name, (second, message) in cases.items():
+        folder = tmp_path / name
+        folder.mkdir()
+        pq.write_table(table.slice(0, 150), folder / "part-0.parquet")
+        pq.write_table(second, folder / "part-1.parquet")
+        with pytest.raises(InputDataError, match=message):
+            dask_run.run_on_dask(config, client, input_path=str(folder),
+                                 output_path=str(tmp_path / f"out-{name}"))
+        assert not (tmp_path / f"out-{name}").exists()
+
+
+# --------------------------------------------------------------------------- dataset shapes
+
+
+def test_datasets_written_by_dask_and_hive_partitions(
+    tmp_path: Path, client: distributed.Client
+) -> None:
+    """A Dask-written dataset (with its stored index) and a hive-partitioned one: the output
+    has exactly the frame's columns, the partition column included."""
+    frame = make_customers(600)[0]
+    written = tmp_path / "by-dask"
+    dd.from_pandas(frame, npartitions=3).to_parquet(written)  # stores __null_dask_index__
+    hive = tmp_path / "hive"
+    pq.write_to_dataset(to_arrow(frame), hive, partition_cols=["region"])
+    config = _config(tmp_path, tmp_path / "x.parquet", "dask", num_clusters=3,
+                     output_table="out.t")
+    for folder in (written, hive):
+        out = tmp_path / f"{folder.name}-out"
+        dask_run.run_on_dask(config, client, input_path=str(folder), output_path=str(out))
+        result = pq.read_table(out)
+        assert result.num_rows == 600
+        assert "__null_dask_index__" not in result.column_names
+        assert set(result.column_names) == {*frame.columns, "cluster_id"}
+        assert sorted(result.column("region").to_pylist()) == sorted(frame["region"])
+
+
+def test_table_rows_keep_the_input_order_with_many_partitions(
+    tmp_path: Path, client: distributed.Client
+) -> None:
+    folder = tmp_path / "many"
+    folder.mkdir()
+    table = to_arrow(make_customers(1200)[0])
+    for i in range(12):  # part-00 .. part-11: "part.10" sorts before "part.2" as text
+        pq.write_table(table.slice(i * 100, 100), folder / f"part-{i:02d}.parquet")
+    dask_run.run_on_dask(_config(tmp_path, tmp_path / "x.parquet", "dask", num_clusters=3,
+                                 output_table="out.t"), client,
+                         input_path=str(folder), output_path=str(tmp_path / "o"))
+    ids = _duckdb_rows(tmp_path / "store.duckdb", "out.t").column("customer_id").to_pylist()
+    assert ids == table.column("customer_id").to_pylist()
+
+
+def test_missing_counts_are_exact_when_the_profile_reads_a_sample(
+    tmp_path: Path, data: dict[str, Path], client: distributed.Client,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(dask_run, "DESCRIBE_ROWS", 1000)  # describe 1000 of the 4000 rows
+    summary = dask_run.run_on_dask(_config(tmp_path, data["single"], "dask", num_clusters=3),
+                                   client, input_path=str(data["dataset"]),
+                                   output_path=str(tmp_path / "o"))
+    truth = pq.read_table(data["single"]).to_pandas().isna().sum()
+    profiles = {c["name"]: c for c in summary["profile"]["column_profiles"]}
+    assert summary["profile"]["sampled_rows"] == 1000
+    assert any(truth[name] > 0 for name in profiles)
+    assert {name: c["missing"] for name, c in profiles.items()} == {
+        name: int(truth[name]) for name in profiles}

@@ -229,3 +229,18 @@ def test_refit_keeps_cluster_ids_and_reuse_reports_drift(tmp_path: Path) -> None
     drift = reuse.summary["drift"]
     assert drift["warnings"]
     assert any("annual_spend" in str(w) for w in drift["warnings"])
+
+
+def test_summary_json_is_strict_json(tmp_path: Path) -> None:
+    """NaN (a cluster without a sampled point) is written as null, never as a bare NaN."""
+    from autoseg.pipeline import _write_json_atomically
+
+    path = _write_json_atomically(tmp_path / "summary.json", {
+        "per_cluster": [0.5, float("nan"), np.float32("nan")], "score": np.float64("inf"),
+        "nested": {"ok": 1.5}})
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not strict JSON: {constant}")
+
+    data = json.loads(path.read_text(), parse_constant=refuse)
+    assert data == {"per_cluster": [0.5, None, None], "score": None, "nested": {"ok": 1.5}}

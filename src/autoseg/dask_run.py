@@ -28,7 +28,9 @@ import it only when a Dask run was asked for.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -48,6 +50,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from autoseg import __version__
 from autoseg.audience import CDPClient, cdp_client_from_environment
+from autoseg.backend import Backend, select_backend
 from autoseg.config import RunConfig, TableName, parse_table_name
 from autoseg.errors import InputDataError, UsageError
 from autoseg.features import FIT_SAMPLE_ROWS as FEATURE_FIT_ROWS
@@ -147,9 +150,11 @@ def run_on_dask(
         Partitioned Parquet dataset: a local folder or an fsspec URL (``s3://bucket/path/``).
     output_path
         Where the rows plus ``cluster_id`` go, as a partitioned Parquet dataset, or ``None``
-        when they go only to ``--output-table``. It is written to a temporary sibling first and
-        renamed into place after the table writes succeeded, so a failure leaves no
-        half-written dataset (and an existing dataset at ``output_path`` unchanged).
+        when they go only to ``--output-table``. It is written to a temporary sibling first,
+        moved into place (the previous dataset kept aside) and the previous dataset deleted
+        only after the table writes succeeded, so a failure leaves no half-written dataset and
+        an existing dataset at ``output_path`` as it was. It must not overlap the input, and an
+        existing folder there must hold only a Parquet dataset (it is replaced).
     environ
         Environment holding ``TD_API_KEY`` / ``TD_API_SERVER`` for ``--store td`` and the
         audience (the CLI passes ``os.environ``; the library never reads it itself).
@@ -168,7 +173,9 @@ def run_on_dask(
         Empty input, an existing ``cluster_id`` column, too few rows for the k range, a
         missing or non-unique ``--rowid-column``, columns the saved model needs.
     UsageError
-        ``output_dir`` not writable, nothing to write, a missing saved model.
+        ``output_dir`` not writable, nothing to write, an ``output_path`` that overlaps the
+        input or holds other files, ``--output-mode append`` with a dataset output,
+        ``--device gpu`` without a GPU, a missing saved model.
     ServiceError
         The table store or the CDP API failed; nothing was written.
     """
@@ -178,6 +185,15 @@ def run_on_dask(
     if output_path is None and output_name is None:
         raise UsageError("a Dask run needs somewhere to write the labelled rows: give "
                          "--dask-output or --output-table")
+    if output_path is not None:
+        if config.output_mode == "append":
+            raise UsageError(
+                "--output-mode=append adds rows to --output-table only: the --dask-output "
+                "dataset would be replaced, losing its rows; use --output-mode overwrite, or "
+                "write only to --output-table"
+            )
+        _check_output_path(input_path, output_path)
+    backend = select_backend(config.device)
     saved_model = None
     if not config.force_refit:
         assert config.model_name is not None  # checked in config
@@ -192,7 +208,7 @@ def run_on_dask(
         cdp = (cdp_client_from_environment(environ or {}, config.cdp_endpoint)
                if config.audience_enabled else None)
         run = _DaskRun(config, client, input_path, output_path, output_name, store, cdp,
-                       saved_model, _Timer(on_stage))
+                       saved_model, backend, _Timer(on_stage))
         with dask.config.set(scheduler=client):
             return run.execute()
     finally:
@@ -212,6 +228,7 @@ class _DaskRun:
     store: TableStore | None
     cdp: CDPClient | None
     saved_model: SegmentationModel | None
+    backend: Backend
     timer: _Timer
 
     def execute(self) -> dict[str, Any]:
@@ -239,32 +256,43 @@ class _DaskRun:
             x = prepared_array(data, model.spec, model.projection)
             log.info("reusing saved model %r (k=%d); no fitting", config.model_name, model.k)
 
-        with timer.stage("describe_sample"):
-            # The rows the single-machine run describes: the same uniform sample.
-            rows = _sample_rows(n_rows, DESCRIBE_ROWS, config.seed)
-            if rows is None:
-                sample = whole if whole is not None else data.take(np.arange(n_rows))
-            else:
-                sample = whole.iloc[rows] if whole is not None else data.take(rows)
-            sample = sample.reset_index(drop=True)
-            _check_rowid_sample(sample, config)
-            prepared = _prepare(sample, model.spec, model.projection)
-            labels, distances = nearest_centroid_with_distance(prepared, model.centroids)
+        try:
+            with timer.stage("describe_sample"):
+                # The rows the single-machine run describes: the same uniform sample.
+                rows = _sample_rows(n_rows, DESCRIBE_ROWS, config.seed)
+                if rows is None:
+                    sample = whole if whole is not None else data.take(np.arange(n_rows))
+                else:
+                    sample = whole.iloc[rows] if whole is not None else data.take(rows)
+                sample = sample.reset_index(drop=True)
+                _check_rowid_sample(sample, config)
+                prepared = _prepare(sample, model.spec, model.projection)
+                labels, distances = nearest_centroid_with_distance(prepared, model.centroids)
 
-        with timer.stage("assign"):
-            # Exact sizes; after a fit on a sample, also the chosen clustering's silhouette
-            # against every row (the search scored the sample only).
-            points = None
-            if search is not None and refit["done"]:
-                chosen = _sample_rows(len(prepared), ALL_ROWS_SILHOUETTE_POINTS, config.seed)
-                points = prepared if chosen is None else prepared[chosen]
-            sizes, all_rows_silhouette = sizes_and_silhouette(x, model.centroids, points)
-        del x  # releases the persisted matrix on the workers
+            with timer.stage("assign"):
+                # Exact sizes; after a fit on a sample, also the chosen clustering's
+                # silhouette against every row (the search scored the sample only).
+                points = None
+                if search is not None and refit["done"]:
+                    chosen = _sample_rows(len(prepared), ALL_ROWS_SILHOUETTE_POINTS,
+                                          config.seed)
+                    points = prepared if chosen is None else prepared[chosen]
+                sizes, all_rows_silhouette = sizes_and_silhouette(x, model.centroids, points)
+        finally:
+            # Release the persisted matrix on the workers, also when a stage failed (a
+            # long-lived client would otherwise keep it while the error is handled).
+            self.client.cancel(x)
+            del x
 
         with timer.stage("explain"):
             described = describe_clusters(sample, labels, distances, np.asarray(sizes), model,
-                                          config, reused=self.saved_model is not None)
+                                          config, reused=self.saved_model is not None,
+                                          xgboost_device=self.backend.xgboost_device)
             eda = profile_table(sample, config.hide_table_contents, config.seed)
+            # Distributions come from the sample; missing counts are exact, as on one machine.
+            missing = data.frame.isna().sum().compute()
+            for column in eda["column_profiles"]:
+                column["missing"] = int(missing[column["name"]])
             eda["rows"] = n_rows
             eda["sampled_rows"] = len(sample)
             projection_2d = _projection_sample(prepared, labels, config.seed)
@@ -315,6 +343,7 @@ class _DaskRun:
                 sample_size=config.silhouette_sample_size,
                 population_rows=n_rows if sampled else None,
                 min_cluster_size=int(np.ceil(min_rows * len(search_x) / n_rows)),
+                backend=self.backend,
             )
         _stability_stage(search, search_x, config, timer)
         centroids = search.centroids
@@ -322,8 +351,13 @@ class _DaskRun:
         x = prepared_array(data, spec, projection)
         if sampled:
             x = x.persist()  # prepared once; the refit and the size pass both read it
-            with timer.stage("fit_all_rows"):
-                centroids, refit = fit_all_rows(x, centroids, config)
+            try:
+                with timer.stage("fit_all_rows"):
+                    centroids, refit = fit_all_rows(x, centroids, config,
+                                                    gpu=self.backend.is_gpu)
+            except BaseException:
+                self.client.cancel(x)  # the caller never sees it: release it here
+                raise
             log.info("k=%d refitted on all %d rows on Dask (%s, %s iterations)",
                      search.chosen_k, n_rows, refit["engine"], refit["iterations"])
         centroids, id_matching = _stable_ids(config, spec, projection, centroids)
@@ -351,6 +385,9 @@ class _DaskRun:
             staged = (_stage_dataset(data, model, self.output_path, schema)
                       if self.output_path is not None else None)
             try:
+                # The dataset first: its swap can be undone, a committed table cannot.
+                if staged is not None:
+                    staged.swap_in()
                 labelled = None
                 if self.output_name is not None:
                     chunks = (staged.chunks() if staged is not None
@@ -360,12 +397,12 @@ class _DaskRun:
                 if writes:
                     assert self.store is not None
                     self.store.write_tables(writes)
-                if staged is not None:
-                    staged.swap_in()
             except BaseException:
                 if staged is not None:
-                    staged.discard()
+                    staged.roll_back()
                 raise
+            if staged is not None:
+                staged.commit()
             if config.model_name and self.saved_model is None:
                 outputs["model"] = str(save_model(model, config, described.explanation))
         return outputs
@@ -390,6 +427,7 @@ class _DaskRun:
                                if model.projection is not None else None),
             "refit": search is not None,
             "chosen_k": model.k,
+            "device": self.backend.describe(),
         }
         if search is not None:
             summary.update(search_summary(search))
@@ -422,6 +460,49 @@ class _DaskRun:
         return summary
 
 
+# What a Parquet dataset folder may hold besides the part files (written by Spark, Dask, Hive).
+_DATASET_EXTRAS = ("_metadata", "_common_metadata", "_SUCCESS")
+
+
+def _check_output_path(input_path: str, output_path: str) -> None:
+    """Refuse an output that would destroy data: the output replaces the folder at its path.
+
+    The path must not be the input, contain it or lie inside it, and an existing folder there
+    must hold nothing but a Parquet dataset (an earlier output).
+    """
+    out_fs, out = fsspec.core.url_to_fs(output_path)
+    in_fs, source = fsspec.core.url_to_fs(input_path)
+    out, source = _comparable(out_fs, out), _comparable(in_fs, source)
+    same_store = out_fs.protocol == in_fs.protocol
+    if same_store and (out == source or source.startswith(out + "/")
+                       or out.startswith(source + "/")):
+        raise UsageError(
+            f"--dask-output={output_path!r} overlaps the input dataset {input_path!r}: it "
+            "would be replaced; choose a path outside the input"
+        )
+    if not out_fs.exists(out):
+        return
+    if not out_fs.isdir(out):
+        raise UsageError(f"--dask-output={output_path!r} exists and is not a dataset folder: "
+                         "choose another output path")
+    others = [f for f in out_fs.find(out) if not f.endswith(".parquet")
+              and f.rsplit("/", 1)[-1] not in _DATASET_EXTRAS]
+    if others:
+        raise UsageError(
+            f"--dask-output={output_path!r} holds files that are not part of a Parquet dataset "
+            f"(e.g. {others[0].rsplit('/', 1)[-1]!r}) and would be deleted with it: choose an "
+            "empty folder or an earlier output"
+        )
+
+
+def _comparable(fs: fsspec.AbstractFileSystem, path: str) -> str:
+    """A path normalised for comparison: absolute and without links on a local disk."""
+    path = path.rstrip("/")
+    if isinstance(fs, LocalFileSystem):
+        return os.path.realpath(path)
+    return path
+
+
 def _open_dataset(input_path: str) -> _Dataset:
     # Strings stay pandas' default string dtype and dates stay datetime.date objects, as
     # pyarrow's to_pandas gives them on the single-machine path: the FeatureSpec then makes the
@@ -437,11 +518,54 @@ def _open_dataset(input_path: str) -> _Dataset:
                 f"input dataset {input_path!r} cannot be read as Parquet ({reason}): give a "
                 "folder or URL of Parquet files"
             ) from exc
-    lengths = np.asarray(frame.map_partitions(len).compute(), dtype=np.int64)
     fs, path = fsspec.core.url_to_fs(input_path)
-    schema = pads.dataset(path, filesystem=fs, format="parquet").schema.remove_metadata()
+    schema = _input_schema(pads.dataset(path, filesystem=fs, format="parquet",
+                                        partitioning="hive"), list(frame.columns))
+    lengths = np.asarray(frame.map_partitions(len).compute(), dtype=np.int64)
     return _Dataset(frame=frame, offsets=np.concatenate([[0], np.cumsum(lengths)]),
                     schema=schema)
+
+
+def _input_schema(dataset: pads.Dataset, columns: list[str]) -> pa.Schema:
+    """The Arrow schema of the columns Dask reads, checked file by file (footers only).
+
+    Every file must have the same columns with the same types (a column that is all null in
+    some files takes the type the others give it), so a mismatch is refused here, before any
+    work, rather than failing (or printing a cell) part-way through the write. Index columns
+    that pandas or Dask stored (``__null_dask_index__``) are not columns of the frame and stay
+    out; hive partition columns (``region=north/``) stay in, as Dask reads them.
+    """
+    types: dict[str, tuple[pa.DataType, str]] = {}
+    first: tuple[list[str], str] | None = None
+    for fragment in dataset.get_fragments():
+        where = fragment.path.rsplit("/", 1)[-1]
+        physical = fragment.physical_schema
+        names = [n for n in physical.names if n in columns]
+        if first is None:
+            first = (names, where)
+        elif set(names) != set(first[0]):
+            missing = sorted(set(first[0]) - set(names))
+            extra = sorted(set(names) - set(first[0]))
+            problem = (f"lacks column {missing[0]!r}" if missing
+                       else f"has column {extra[0]!r} that {first[1]!r} lacks")
+            raise InputDataError(
+                f"input file {where!r} {problem}: every file of the dataset must have the "
+                "same columns (rewrite the dataset with one schema)"
+            )
+        for name in names:
+            kind = physical.field(name).type
+            known = types.get(name)
+            if known is None or pa.types.is_null(known[0]):
+                types[name] = (kind, where)
+            elif not pa.types.is_null(kind) and kind != known[0]:
+                raise InputDataError(
+                    f"column {name!r} is {kind} in input file {where!r} but {known[0]} in "
+                    f"{known[1]!r}: every file of the dataset must give a column one type "
+                    "(rewrite the dataset with one schema)"
+                )
+    full = dataset.schema
+    fields = [pa.field(c, types[c][0]) if c in types else full.field(c) for c in columns]
+    return pa.schema(fields)
 
 
 def _check_input(data: _Dataset, config: RunConfig,
@@ -563,7 +687,7 @@ def _tree_sum(parts: list[Any]) -> Any:
 
 
 def fit_all_rows(
-    x: Any, centroids: np.ndarray, config: RunConfig,
+    x: Any, centroids: np.ndarray, config: RunConfig, gpu: bool = False,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Lloyd iterations on every row of the dataset, warm-started from the sample's centroids.
 
@@ -575,8 +699,8 @@ def fit_all_rows(
     keeps its previous centroid (scikit-learn would move it to a far point; with warm starts
     from a sample whose clusters are all non-empty this does not happen in practice).
 
-    With ``config.device == "gpu"`` and RAPIDS' ``cuml.dask`` importable, cuML's multi-GPU
-    KMeans does the fit instead (untested here: no GPU cluster in CI).
+    With ``gpu`` (the run's backend is the GPU) and RAPIDS' ``cuml.dask`` importable, cuML's
+    multi-GPU KMeans does the fit instead (untested here: no GPU cluster in CI).
 
     Parameters
     ----------
@@ -586,14 +710,16 @@ def fit_all_rows(
     centroids
         (k, d) starting centroids, from the k search on a sample.
     config
-        The run configuration (device, seed).
+        The run configuration (the seed).
+    gpu
+        Whether the run's backend is the GPU.
 
     Returns
     -------
     tuple
         The centroids (float32, k x d) and facts for the summary (engine, iterations, inertia).
     """
-    if config.device == "gpu" and _cuml_dask_available():
+    if gpu and _cuml_dask_available():
         return _fit_all_rows_cuml(x, centroids, config.seed)
     blocks = x.to_delayed().ravel().tolist()
     moments = dask.compute(_tree_sum([dask.delayed(_block_moments)(b) for b in blocks]))[0]
@@ -713,27 +839,79 @@ def _label_partition(frame: pd.DataFrame, spec: FeatureSpec, projection: Project
 
 @dataclass
 class _StagedDataset:
-    """The labelled dataset written to a hidden sibling of its destination, not yet in place."""
+    """The labelled dataset, written to a hidden sibling of its destination.
+
+    :meth:`swap_in` moves it into place and keeps the previous dataset aside;
+    :meth:`commit` then deletes that backup, and :meth:`roll_back` restores it (or, before the
+    swap, deletes the staged copy). The run swaps the dataset in *before* the table writes, so
+    a table write that fails can still be undone on both sides.
+    """
 
     fs: fsspec.AbstractFileSystem
     staging: str
     path: str
     token: str
     schema: pa.Schema
+    in_place: bool = False
+    backup: str | None = None
 
     def chunks(self) -> Iterator[pa.Table]:
-        """The staged rows, one Parquet file at a time (for the table stores)."""
-        dataset = pads.dataset(self.staging, filesystem=self.fs, format="parquet",
+        """The labelled rows, one Parquet file at a time in partition order (for the stores)."""
+        folder = self.path if self.in_place else self.staging
+        dataset = pads.dataset(folder, filesystem=self.fs, format="parquet",
                                schema=self.schema)
-        for fragment in dataset.get_fragments():
+        # File names carry the zero-padded partition number: their order is the input's.
+        for fragment in sorted(dataset.get_fragments(), key=lambda f: f.path):
             yield fragment.to_table(schema=self.schema)
 
     def swap_in(self) -> None:
-        _rename_into_place(self.fs, self.staging, self.path, self.token)
+        """Move the staged dataset into place; the previous one (if any) goes aside."""
+        if self.fs.exists(self.path):
+            backup = f"{self.path}.old-{self.token}"
+            try:
+                _move_tree(self.fs, self.path, backup)
+            finally:
+                # A failed copy leaves no backup (``_move_tree`` removes it); a backup that
+                # exists is complete, and what is left at the path is cleared on restore.
+                if self.fs.exists(backup):
+                    self.backup = backup
+        try:
+            _move_tree(self.fs, self.staging, self.path)
+        except BaseException:
+            self._restore()
+            raise
+        self.in_place = True
 
-    def discard(self) -> None:
+    def commit(self) -> None:
+        """Delete the previous dataset: the run succeeded (a failure here only warns)."""
+        if self.backup is None:
+            return
+        try:
+            self.fs.rm(self.backup, recursive=True)
+        except Exception as exc:  # the new outputs are all in place: do not undo them
+            log.warning("could not delete the previous dataset at %s (%s): delete it by hand",
+                        self.backup, type(exc).__name__)
+        self.backup = None
+
+    def roll_back(self) -> None:
+        """Leave the output path as it was before the run."""
         if self.fs.exists(self.staging):
             self.fs.rm(self.staging, recursive=True)
+        self._restore()
+        self.in_place = False
+
+    def _restore(self) -> None:
+        # Remove whatever of the new dataset reached the path (on object stores a failed copy
+        # leaves some of its files there), then put the previous dataset back.
+        if self.backup is None and not self.in_place:
+            if self.fs.exists(self.path) and self.fs.exists(self.staging):
+                self.fs.rm(self.path, recursive=True)  # a partial copy of the staged files
+            return
+        if self.fs.exists(self.path):
+            self.fs.rm(self.path, recursive=True)
+        if self.backup is not None:
+            _move_tree(self.fs, self.backup, self.path)
+            self.backup = None
 
 
 def _stage_dataset(data: _Dataset, model: SegmentationModel, output_path: str,
@@ -745,22 +923,24 @@ def _stage_dataset(data: _Dataset, model: SegmentationModel, output_path: str,
                                          model.centroids, meta=meta)
     fs, path = fsspec.core.url_to_fs(output_path)
     path = path.rstrip("/")
-    if fs.exists(path) and not fs.isdir(path):
-        raise UsageError(f"output {output_path!r} exists and is not a dataset folder: choose "
-                         "another output path")
     parent, name = path.rsplit("/", 1) if "/" in path else ("", path)
     token = uuid.uuid4().hex[:12]
     staging = f"{parent}/.{name}.tmp-{token}" if parent else f".{name}.tmp-{token}"
     staged = _StagedDataset(fs, staging, path, token, schema)
     try:
         # The input's Arrow schema, not one inferred from pandas: DATE stays DATE, DECIMAL
-        # stays DECIMAL, as on the single-machine path.
+        # stays DECIMAL, as on the single-machine path. Zero-padded part numbers keep the
+        # files' order the partitions' order for any reader that sorts names.
         labelled.to_parquet(_with_protocol(output_path, fs, staging), write_index=False,
-                            schema=schema)
+                            schema=schema, name_function=_part_name)
     except BaseException:
-        staged.discard()
+        staged.roll_back()
         raise
     return staged
+
+
+def _part_name(index: int) -> str:
+    return f"part.{index:06d}.parquet"
 
 
 def _partition_chunks(data: _Dataset, model: SegmentationModel, schema: pa.Schema,
@@ -795,37 +975,28 @@ def _with_protocol(original: str, fs: fsspec.AbstractFileSystem, path: str) -> s
     return f"{protocol}://{path}"
 
 
-def _rename_into_place(fs: fsspec.AbstractFileSystem, staging: str, path: str,
-                       token: str) -> None:
-    """Swap the finished dataset in. On a local disk each rename is atomic; on object stores
-    (S3, GCS) a "rename" is copy + delete, so readers may briefly see a partial folder there."""
-    backup = None
-    if fs.exists(path):
-        backup = f"{path}.old-{token}"
-        _move_tree(fs, path, backup)
-    try:
-        _move_tree(fs, staging, path)
-    except BaseException:
-        if backup is not None:
-            _move_tree(fs, backup, path)
-        raise
-    if backup is not None:
-        fs.rm(backup, recursive=True)
-
-
 def _move_tree(fs: fsspec.AbstractFileSystem, source: str, target: str) -> None:
     """Move the folder ``source`` to ``target``: one rename on a local disk; on object stores
     each file is copied to the same relative key under ``target``, then ``source`` is deleted.
 
     Not ``fs.mv(source, target, recursive=True)`` there: fsspec's recursive copy also copies
     the "directory" ``source`` itself, a key that does not exist on S3, and s3fs raises
-    ``FileNotFoundError`` after having copied every file.
+    ``FileNotFoundError`` after having copied every file. When the copy fails, the files
+    already copied are removed again, so a failure leaves either the whole source (and no
+    target) or, when only the final delete failed, the whole target.
     """
     if isinstance(fs, LocalFileSystem):
         fs.mv(source, target, recursive=True)
         return
     files = fs.find(source)
-    fs.copy(files, [target + f[len(source):] for f in files])
+    targets = [target + f[len(source):] for f in files]
+    try:
+        fs.copy(files, targets)
+    except BaseException:
+        # leave no partial copy: the source is still whole
+        with contextlib.suppress(Exception):
+            fs.rm([t for t in targets if fs.exists(t)])
+        raise
     fs.rm(source, recursive=True)
 
 

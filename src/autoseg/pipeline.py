@@ -756,12 +756,25 @@ def _write_json_atomically(path: Path, data: dict[str, Any]) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, indent=2, default=_json_default)
+            # Strict JSON: NaN (a cluster without a sampled point, say) is written as null.
+            json.dump(_without_nan(data), handle, indent=2, default=_json_default,
+                      allow_nan=False)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _without_nan(value: Any) -> Any:
+    """``value`` with every NaN or infinite float (NumPy's too) replaced by ``None``."""
+    if isinstance(value, dict):
+        return {k: _without_nan(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_without_nan(v) for v in value]
+    if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+        return None
+    return value
 
 
 def _json_default(value: Any) -> Any:
