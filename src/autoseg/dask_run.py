@@ -34,6 +34,7 @@ import os
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,8 @@ LLOYD_TOL = 1e-4
 # d-dimensional distances over the table, so 2,000 points keep the pass to a few seconds per
 # million rows on a CPU worker while the standard error stays about 0.005.
 ALL_ROWS_SILHOUETTE_POINTS = 2_000
+# Parquet footers read at once when the input's files are checked (round trips on S3).
+FOOTER_READERS = 16
 # Partitions computed ahead per worker while a table store consumes them one at a time.
 STREAM_AHEAD_PER_WORKER = 2
 
@@ -537,9 +540,12 @@ def _input_schema(dataset: pads.Dataset, columns: list[str]) -> pa.Schema:
     """
     types: dict[str, tuple[pa.DataType, str]] = {}
     first: tuple[list[str], str] | None = None
-    for fragment in dataset.get_fragments():
+    fragments = list(dataset.get_fragments())
+    # One footer read per file: on object stores each is a round trip, so read them in parallel.
+    with ThreadPoolExecutor(max_workers=FOOTER_READERS) as pool:
+        schemas = list(pool.map(lambda f: f.physical_schema, fragments))
+    for fragment, physical in zip(fragments, schemas, strict=True):
         where = fragment.path.rsplit("/", 1)[-1]
-        physical = fragment.physical_schema
         names = [n for n in physical.names if n in columns]
         if first is None:
             first = (names, where)
