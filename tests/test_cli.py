@@ -913,7 +913,7 @@ def test_dask_local_run_writes_the_output_table(
                      "--output-table", "out.segments", "--output-dir", str(tmp_path / "out"),
                      "--max-clusters", "4", "--kmeans-restarts", "2"])
     assert result.code == 0, result.err
-    assert "labelled rows: out.segments" in result.out
+    assert "output table: out.segments in duckdb:" in " ".join(result.out.split())
     with duckdb.connect(str(store), read_only=True) as conn:
         assert conn.sql("SELECT count(*) FROM out.segments").fetchall() == [(600,)]
     assert not (tmp_path / "customers-clustered").exists()  # no dataset unless asked for

@@ -225,11 +225,9 @@ def _execute_on_dask(config: RunConfig) -> None:
         client.close()
         if cluster is not None:
             cluster.close()
-    typer.echo(f"chosen k = {summary['chosen_k']}; sizes: {summary['cluster_sizes']}")
-    for where in (output, summary["outputs"].get("output_table")):
-        if where:
-            typer.echo(f"labelled rows: {where}")
-    typer.echo(f"summary: {config.output_dir / 'summary.json'}")
+    from autoseg.summary_console import print_summary
+
+    print_summary(summary)
 
 
 def _execute(config: RunConfig) -> None:
