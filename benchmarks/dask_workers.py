@@ -5,6 +5,8 @@ Usage::
     python benchmarks/dask_workers.py                          # 1M rows, 1 and 2 workers
     python benchmarks/dask_workers.py --rows 100000 --workers 1 --workers 2 --restarts 3
     python benchmarks/dask_workers.py --sink dataset --sink duckdb   # also streamed to DuckDB
+    python benchmarks/dask_workers.py --rows 10000000 --workers 2 --partitions 40 \
+        --results benchmarks/results/dask_workers_10m.json
 
 The table is ``benchmarks/scale.py``'s synthetic customer table (generated once, cached under
 ``benchmarks/data/``), split into ``--partitions`` Parquet files. Each worker count gets a fresh
@@ -38,7 +40,7 @@ sys.path.insert(0, str(HERE))
 
 from scale import generate  # noqa: E402  (benchmarks/ is not a package)
 
-RESULTS = HERE / "results" / "dask_workers.json"
+RESULTS = HERE / "results" / "dask_workers.json"  # --results names another file
 
 
 def partition(source: Path, parts: int, folder: Path) -> Path:
@@ -105,6 +107,9 @@ def run_once(dataset: Path, workers: int, restarts: int, work: Path,
         "stages_seconds": summary["timings_seconds"],
         "chosen_k": summary["chosen_k"],
         "lloyd": summary["fit_all_rows"],
+        "all_rows_silhouette": {key: value for key, value in
+                                (summary.get("silhouette") or {}).get("all_rows", {}).items()
+                                if key != "per_cluster"},
         "ari_vs_planted": ari,
     }
 
@@ -117,6 +122,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--restarts", type=int, default=10, help="k-means++ restarts per k")
     parser.add_argument("--sink", choices=("dataset", "duckdb"), action="append",
                         help="where the labelled rows go (repeatable; default: dataset)")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="JSON file for the results (default: %(default)s)")
     args = parser.parse_args(argv)
     source = generate(args.rows)
     runs = []
@@ -142,9 +149,9 @@ def main(argv: list[str] | None = None) -> None:
         "cluster": "LocalCluster, 1 thread per worker process",
         "runs": runs,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(record, indent=2) + "\n")
-    print(f"written {RESULTS}")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"written {args.results}")
 
 
 if __name__ == "__main__":

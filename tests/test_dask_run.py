@@ -575,3 +575,10 @@ def test_missing_counts_are_exact_when_the_profile_reads_a_sample(
     assert any(truth[name] > 0 for name in profiles)
     assert {name: c["missing"] for name, c in profiles.items()} == {
         name: int(truth[name]) for name in profiles}
+
+
+def test_all_rows_silhouette_points_are_capped_on_large_tables() -> None:
+    assert dask_run.all_rows_silhouette_points(4_000) == 2_000
+    assert dask_run.all_rows_silhouette_points(2_000_000) == 2_000
+    assert dask_run.all_rows_silhouette_points(4_000_000) == 1_000
+    assert dask_run.all_rows_silhouette_points(100_000_000) == 500
