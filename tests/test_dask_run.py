@@ -158,14 +158,16 @@ def test_failed_swap_keeps_the_previous_dataset(
     dask_run.run_on_dask(config, client, input_path=str(data["dataset"]), output_path=str(out))
     before = sorted(p.name for p in out.iterdir())
 
-    real_move = dask_run._move_tree
+    from fsspec.implementations.local import LocalFileSystem
 
-    def failing(fs, source: str, target: str) -> None:  # noqa: ANN001
-        if ".tmp-" in source:  # the new dataset cannot be moved in; the backup move worked
+    real_move = LocalFileSystem.mv
+
+    def failing(fs: LocalFileSystem, source: str, target: str, **kwargs: object) -> None:
+        if ".tmp-" in str(source):  # the new dataset cannot be moved in; the backup move worked
             raise OSError("disk full")
-        real_move(fs, source, target)
+        real_move(fs, source, target, **kwargs)
 
-    monkeypatch.setattr(dask_run, "_move_tree", failing)
+    monkeypatch.setattr(LocalFileSystem, "mv", failing)
     with pytest.raises(OSError, match="disk full"):
         dask_run.run_on_dask(config, client, input_path=str(data["dataset"]),
                              output_path=str(out))
@@ -468,10 +470,22 @@ def test_output_must_not_overlap_the_input_or_other_files(
     folder = tmp_path / "reports"
     folder.mkdir()
     (folder / "notes.txt").write_text("keep me")
-    with pytest.raises(UsageError, match=r"holds files that are not part of a Parquet dataset "
-                                         r"\(e.g. 'notes.txt'\)"):
+    with pytest.raises(UsageError, match=r"holds 'notes.txt', which is not part of an earlier "
+                                         r"autoseg output"):
         dask_run.run_on_dask(config, client, input_path=str(dataset), output_path=str(folder))
     assert (folder / "notes.txt").read_text() == "keep me"
+    # Parquet files that are not an earlier output's parts are not ours to replace either
+    lake = tmp_path / "lake"
+    (lake / "orders").mkdir(parents=True)
+    pq.write_table(pa.table({"x": [1]}), lake / "orders" / "part.0.parquet")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    pq.write_table(pa.table({"x": [1]}), mine / "important.parquet")
+    for folder, shown in ((lake, "orders/part.0.parquet"), (mine, "important.parquet")):
+        with pytest.raises(UsageError, match=f"holds '{shown}'"):
+            dask_run.run_on_dask(config, client, input_path=str(dataset),
+                                 output_path=str(folder))
+    assert (lake / "orders" / "part.0.parquet").exists() and (mine / "important.parquet").exists()
     assert len(list(dataset.glob("*.parquet"))) == PARTITIONS
     assert not (tmp_path / "dask" / "summary.json").exists()
 
@@ -582,3 +596,86 @@ def test_all_rows_silhouette_points_are_capped_on_large_tables() -> None:
     assert dask_run.all_rows_silhouette_points(2_000_000) == 2_000
     assert dask_run.all_rows_silhouette_points(4_000_000) == 1_000
     assert dask_run.all_rows_silhouette_points(100_000_000) == 500
+
+
+def test_inputs_dask_reads_are_read_like_dask(tmp_path: Path, client: distributed.Client) -> None:
+    """A stored named index stays a column; other files in the folder are skipped; string and
+    large_string files unify; a corrupt file is a one-line error."""
+    frame = make_customers(400)[0]
+    indexed = tmp_path / "indexed"
+    dd.from_pandas(frame.set_index("customer_id"), npartitions=2).to_parquet(indexed)
+    (indexed / "README.txt").write_text("not data")
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    table = to_arrow(frame)
+    pq.write_table(table.slice(0, 200), mixed / "a.parquet")
+    region = table.schema.get_field_index("region")
+    pq.write_table(table.slice(200).set_column(
+        region, pa.field("region", pa.large_string()),
+        table.column("region").slice(200).cast(pa.large_string())), mixed / "b.parquet")
+    config = _config(tmp_path, tmp_path / "x.parquet", "dask", num_clusters=3)
+    for folder in (indexed, mixed):
+        out = tmp_path / f"{folder.name}-out"
+        dask_run.run_on_dask(config, client, input_path=str(folder), output_path=str(out))
+        result = pq.read_table(out)
+        assert result.num_rows == 400
+        assert sorted(result.column("customer_id").to_pylist()) == sorted(frame["customer_id"])
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    pq.write_table(table, broken / "a.parquet")
+    (broken / "b.parquet").write_bytes(b"PAR1 not really parquet")
+    with pytest.raises(InputDataError, match="cannot be read as Parquet"):
+        dask_run.run_on_dask(config, client, input_path=str(broken),
+                             output_path=str(tmp_path / "broken-out"))
+    assert not (tmp_path / "broken-out").exists()
+
+
+def test_object_store_swap_failures_restore_the_previous_dataset(
+    tmp_path: Path, data: dict[str, Path], client: distributed.Client,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """On an object store (fsspec's memory:// here) a move is copy + delete: a copy that fails
+    part-way, or a table write that fails after the swap, leaves the previous dataset whole."""
+    import fsspec
+    from fsspec.implementations.memory import MemoryFileSystem
+
+    fs = fsspec.filesystem("memory")
+    output = f"memory://seg-{tmp_path.name}/labelled"
+    config = _config(tmp_path, data["single"], "dask", num_clusters=3,
+                     output_table="out.labelled")
+    dask_run.run_on_dask(config, client, input_path=str(data["dataset"]), output_path=output)
+    root = output.removeprefix("memory:/")
+    before = {key: fs.cat(key) for key in fs.find(root)}
+    assert len(before) == PARTITIONS
+
+    real_copy = MemoryFileSystem.copy
+
+    def half_copy(self: MemoryFileSystem, path1: object, path2: object, **kwargs: object) -> None:
+        sources, targets = list(path1), list(path2)  # type: ignore[call-overload]
+        if ".tmp-" in sources[0]:  # moving the new dataset in: half arrives, then it fails
+            real_copy(self, sources[:2], targets[:2], **kwargs)
+            raise OSError("connection reset")
+        real_copy(self, path1, path2, **kwargs)
+
+    monkeypatch.setattr(MemoryFileSystem, "copy", half_copy)
+    changed = _config(tmp_path, data["single"], "dask", num_clusters=4,
+                      output_table="out.labelled")
+    with pytest.raises(OSError, match="connection reset"):
+        dask_run.run_on_dask(changed, client, input_path=str(data["dataset"]),
+                             output_path=output)
+    assert {key: fs.cat(key) for key in fs.find(root)} == before
+    monkeypatch.setattr(MemoryFileSystem, "copy", real_copy)
+
+    real_chunks = dask_run._StagedDataset.chunks
+
+    def failing_chunks(self: dask_run._StagedDataset):  # noqa: ANN202
+        yield next(real_chunks(self))  # the dataset is in place; the table write then fails
+        raise OSError("store went away")
+
+    monkeypatch.setattr(dask_run._StagedDataset, "chunks", failing_chunks)
+    with pytest.raises(OSError, match="store went away"):
+        dask_run.run_on_dask(changed, client, input_path=str(data["dataset"]),
+                             output_path=output)
+    assert {key: fs.cat(key) for key in fs.find(root)} == before
+    leftovers = [k for k in fs.find(f"/seg-{tmp_path.name}") if ".tmp-" in k or ".old-" in k]
+    assert leftovers == []

@@ -31,11 +31,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import posixpath
+import re
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +55,7 @@ from autoseg import __version__
 from autoseg.audience import CDPClient, cdp_client_from_environment
 from autoseg.backend import Backend, select_backend
 from autoseg.config import RunConfig, TableName, parse_table_name
-from autoseg.errors import InputDataError, UsageError
+from autoseg.errors import InputDataError, ServiceError, UsageError
 from autoseg.features import FIT_SAMPLE_ROWS as FEATURE_FIT_ROWS
 from autoseg.features import FeatureSpec, fit_features
 from autoseg.io import RowChunks, TableStore, open_store
@@ -466,8 +468,17 @@ class _DaskRun:
         return summary
 
 
-# What a Parquet dataset folder may hold besides the part files (written by Spark, Dask, Hive).
+# What an earlier output may hold: Dask's part files (``part.0.parquet``, ours zero-padded)
+# directly in the folder, and the metadata files Dask or Spark write beside them. Anything else
+# (another dataset, a subfolder, a user's file) is not ours to delete.
+_OUTPUT_PART = re.compile(r"part\.\d+\.parquet")
 _DATASET_EXTRAS = ("_metadata", "_common_metadata", "_SUCCESS")
+
+
+def _is_output_file(folder: str, path: str) -> bool:
+    relative = path[len(folder):].lstrip("/")
+    return "/" not in relative and (bool(_OUTPUT_PART.fullmatch(relative))
+                                    or relative in _DATASET_EXTRAS)
 
 
 def _check_output_path(input_path: str, output_path: str) -> None:
@@ -486,18 +497,23 @@ def _check_output_path(input_path: str, output_path: str) -> None:
             f"--dask-output={output_path!r} overlaps the input dataset {input_path!r}: it "
             "would be replaced; choose a path outside the input"
         )
+    if not posixpath.dirname(out):
+        raise UsageError(f"--dask-output={output_path!r} is the root of its store (a bucket): "
+                         "give a folder inside it")
     if not out_fs.exists(out):
         return
     if not out_fs.isdir(out):
         raise UsageError(f"--dask-output={output_path!r} exists and is not a dataset folder: "
                          "choose another output path")
-    others = [f for f in out_fs.find(out) if not f.endswith(".parquet")
-              and f.rsplit("/", 1)[-1] not in _DATASET_EXTRAS]
+    # Keys ending in "/" are the empty "folder" markers of S3 consoles and Hadoop.
+    others = [f for f in out_fs.find(out) if not f.endswith("/")
+              and f.rstrip("/") != out and not _is_output_file(out, f)]
     if others:
+        shown = others[0][len(out):].lstrip("/")
         raise UsageError(
-            f"--dask-output={output_path!r} holds files that are not part of a Parquet dataset "
-            f"(e.g. {others[0].rsplit('/', 1)[-1]!r}) and would be deleted with it: choose an "
-            "empty folder or an earlier output"
+            f"--dask-output={output_path!r} holds {shown!r}, which is not part of an earlier "
+            "autoseg output, and the folder would be replaced: choose an empty folder or an "
+            "earlier output"
         )
 
 
@@ -509,72 +525,134 @@ def _comparable(fs: fsspec.AbstractFileSystem, path: str) -> str:
     return path
 
 
+# File names Dask's Parquet reader takes from a folder; it skips others (and hidden ones).
+_PARQUET_SUFFIXES = (".parquet", ".parq", ".pq")
+
+
 def _open_dataset(input_path: str) -> _Dataset:
+    try:
+        fs, path = fsspec.core.url_to_fs(input_path)
+        files, base = _parquet_files(fs, path)
+    except (OSError, ValueError) as exc:
+        raise InputDataError(f"input dataset {input_path!r} cannot be listed ({_reason(exc)}): "
+                             "give a folder or URL of Parquet files") from None
+    if not files:
+        found = fs.exists(path.rstrip("/")) if not any(ch in path for ch in "*?[") else True
+        problem = "holds no Parquet files" if found else "does not exist"
+        raise InputDataError(f"input dataset {input_path!r} {problem}: give a folder or URL "
+                             "of Parquet files")
     # Strings stay pandas' default string dtype and dates stay datetime.date objects, as
     # pyarrow's to_pandas gives them on the single-machine path: the FeatureSpec then makes the
-    # same decisions. (Dask would otherwise turn them into pyarrow-backed dtypes.)
+    # same decisions. (Dask would otherwise turn them into pyarrow-backed dtypes.) A stored
+    # named index comes back as a column (index=False), as the single-machine reader gives it.
     with dask.config.set({"dataframe.convert-string": False}):
         try:
-            frame = dd.read_parquet(input_path)
-        except (FileNotFoundError, OSError, ValueError) as exc:
-            # Dask wraps the reader's error in a two-line message: name the original, on one line.
-            cause = exc.__cause__ or exc
-            reason = " ".join(f"{type(cause).__name__}: {cause}".split())
+            frame = dd.read_parquet(input_path, index=False)
+        except (FileNotFoundError, OSError, ValueError, KeyError) as exc:
             raise InputDataError(
-                f"input dataset {input_path!r} cannot be read as Parquet ({reason}): give a "
-                "folder or URL of Parquet files"
-            ) from exc
-    fs, path = fsspec.core.url_to_fs(input_path)
-    schema = _input_schema(pads.dataset(path, filesystem=fs, format="parquet",
-                                        partitioning="hive"), list(frame.columns))
+                f"input dataset {input_path!r} cannot be read as Parquet ({_reason(exc)}): "
+                "give a folder or URL of Parquet files"
+            ) from None
+    columns = [c for c in frame.columns if c != "__null_dask_index__"]
+    frame = frame[columns]
+    schema = _input_schema(fs, files, base, columns)
     lengths = np.asarray(frame.map_partitions(len).compute(), dtype=np.int64)
     return _Dataset(frame=frame, offsets=np.concatenate([[0], np.cumsum(lengths)]),
                     schema=schema)
 
 
-def _input_schema(dataset: pads.Dataset, columns: list[str]) -> pa.Schema:
+def _reason(exc: BaseException) -> str:
+    """An error in one line; Dask wraps the reader's error in a two-line message."""
+    cause = exc.__cause__ or exc
+    return " ".join(f"{type(cause).__name__}: {cause}".split())
+
+
+def _parquet_files(fs: fsspec.AbstractFileSystem, path: str) -> tuple[list[str], str | None]:
+    """The Parquet files Dask reads for ``path`` (a file, a folder or a glob), sorted, and the
+    folder hive partition names are relative to (``None`` for a file or a glob)."""
+    if any(ch in path for ch in "*?["):
+        return sorted(fs.glob(path)), None
+    path = path.rstrip("/")
+    if not fs.isdir(path):
+        return ([path] if fs.exists(path) else []), None
+    files = []
+    for found in fs.find(path):
+        relative = found[len(path):].lstrip("/").split("/")
+        if any(part.startswith((".", "_")) for part in relative):
+            continue  # hidden files and folders, _metadata, _SUCCESS: Dask skips them too
+        if found.endswith(_PARQUET_SUFFIXES):
+            files.append(found)
+    return sorted(files), path
+
+
+def _input_schema(fs: fsspec.AbstractFileSystem, files: list[str], base: str | None,
+                  columns: list[str]) -> pa.Schema:
     """The Arrow schema of the columns Dask reads, checked file by file (footers only).
 
-    Every file must have the same columns with the same types (a column that is all null in
-    some files takes the type the others give it), so a mismatch is refused here, before any
-    work, rather than failing (or printing a cell) part-way through the write. Index columns
-    that pandas or Dask stored (``__null_dask_index__``) are not columns of the frame and stay
-    out; hive partition columns (``region=north/``) stay in, as Dask reads them.
+    Every file must have the same columns, with types Arrow can unify (``string`` and
+    ``large_string``, ``timestamp[us]`` and ``[ns]``, a column all null in some files), so a
+    mismatch is refused here, before any work, rather than failing (or printing a cell)
+    part-way through the write. Hive partition columns (``region=north/``) stay in, as Dask
+    reads them.
     """
-    types: dict[str, tuple[pa.DataType, str]] = {}
-    first: tuple[list[str], str] | None = None
-    fragments = list(dataset.get_fragments())
-    # One footer read per file: on object stores each is a round trip, so read them in parallel.
-    with ThreadPoolExecutor(max_workers=FOOTER_READERS) as pool:
-        schemas = list(pool.map(lambda f: f.physical_schema, fragments))
+    partitioning = pads.HivePartitioning.discover() if base is not None else None
+    try:
+        dataset = pads.dataset(files, filesystem=fs, format="parquet",
+                               partitioning=partitioning, partition_base_dir=base)
+        fragments = list(dataset.get_fragments())
+        # One footer read per file: on object stores each is a round trip, so in parallel.
+        with ThreadPoolExecutor(max_workers=FOOTER_READERS) as pool:
+            schemas = list(pool.map(lambda f: f.physical_schema, fragments))
+    except (OSError, ValueError) as exc:  # pa.ArrowInvalid is a ValueError
+        raise InputDataError(f"an input file cannot be read as Parquet ({_reason(exc)}): "
+                             "remove or rewrite it") from None
+    first: tuple[set[str], str] | None = None
     for fragment, physical in zip(fragments, schemas, strict=True):
         where = fragment.path.rsplit("/", 1)[-1]
-        names = [n for n in physical.names if n in columns]
+        names = {n for n in physical.names if n in columns}
         if first is None:
             first = (names, where)
-        elif set(names) != set(first[0]):
-            missing = sorted(set(first[0]) - set(names))
-            extra = sorted(set(names) - set(first[0]))
+        elif names != first[0]:
+            missing = sorted(first[0] - names)
+            extra = sorted(names - first[0])
             problem = (f"lacks column {missing[0]!r}" if missing
                        else f"has column {extra[0]!r} that {first[1]!r} lacks")
             raise InputDataError(
                 f"input file {where!r} {problem}: every file of the dataset must have the "
                 "same columns (rewrite the dataset with one schema)"
             )
-        for name in names:
-            kind = physical.field(name).type
-            known = types.get(name)
-            if known is None or pa.types.is_null(known[0]):
-                types[name] = (kind, where)
-            elif not pa.types.is_null(kind) and kind != known[0]:
-                raise InputDataError(
-                    f"column {name!r} is {kind} in input file {where!r} but {known[0]} in "
-                    f"{known[1]!r}: every file of the dataset must give a column one type "
-                    "(rewrite the dataset with one schema)"
-                )
+    try:
+        unified = pa.unify_schemas([s.remove_metadata() for s in schemas],
+                                   promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        raise _type_conflict(fragments, schemas, columns) from None
     full = dataset.schema
-    fields = [pa.field(c, types[c][0]) if c in types else full.field(c) for c in columns]
+    fields = [unified.field(c) if c in unified.names else full.field(c) for c in columns]
     return pa.schema(fields)
+
+
+def _type_conflict(fragments: list[Any], schemas: list[pa.Schema],
+                   columns: list[str]) -> InputDataError:
+    """The first column whose types two files cannot share, as a one-line error."""
+    seen: dict[str, tuple[pa.Field, str]] = {}
+    for fragment, physical in zip(fragments, schemas, strict=True):
+        where = fragment.path.rsplit("/", 1)[-1]
+        for name in (n for n in physical.names if n in columns):
+            field = physical.field(name)
+            if name not in seen:
+                seen[name] = (field, where)
+                continue
+            try:
+                pa.unify_schemas([pa.schema([seen[name][0]]), pa.schema([field])],
+                                 promote_options="permissive")
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                return InputDataError(
+                    f"column {name!r} is {field.type} in input file {where!r} but "
+                    f"{seen[name][0].type} in {seen[name][1]!r}: every file of the dataset "
+                    "must give a column one type (rewrite the dataset with one schema)"
+                )
+    return InputDataError("the input files' column types cannot be unified: rewrite the "
+                          "dataset with one schema")
 
 
 def _check_input(data: _Dataset, config: RunConfig,
@@ -860,6 +938,11 @@ class _StagedDataset:
     :meth:`commit` then deletes that backup, and :meth:`roll_back` restores it (or, before the
     swap, deletes the staged copy). The run swaps the dataset in *before* the table writes, so
     a table write that fails can still be undone on both sides.
+
+    On a local disk every move is one rename. On object stores a move is a copy and a delete,
+    so the state is recorded as it changes rather than probed afterwards: the backup counts only
+    once its copy has returned, and the keys of the new dataset are listed before they are
+    copied, so a roll-back deletes exactly those.
     """
 
     fs: fsspec.AbstractFileSystem
@@ -869,6 +952,11 @@ class _StagedDataset:
     schema: pa.Schema
     in_place: bool = False
     backup: str | None = None
+    placed: list[str] = field(default_factory=list)
+
+    @property
+    def _local(self) -> bool:
+        return isinstance(self.fs, LocalFileSystem)
 
     def chunks(self) -> Iterator[pa.Table]:
         """The labelled rows, one Parquet file at a time in partition order (for the stores)."""
@@ -883,15 +971,21 @@ class _StagedDataset:
         """Move the staged dataset into place; the previous one (if any) goes aside."""
         if self.fs.exists(self.path):
             backup = f"{self.path}.old-{self.token}"
-            try:
-                _move_tree(self.fs, self.path, backup)
-            finally:
-                # A failed copy leaves no backup (``_move_tree`` removes it); a backup that
-                # exists is complete, and what is left at the path is cleared on restore.
-                if self.fs.exists(backup):
-                    self.backup = backup
+            if self._local:
+                self.fs.mv(self.path, backup, recursive=True)
+                self.backup = backup
+            else:
+                _copy_tree(self.fs, self.path, backup)
+                self.backup = backup  # complete: its copy returned
+                self.fs.rm(self.path, recursive=True)  # if this fails, restore clears the rest
         try:
-            _move_tree(self.fs, self.staging, self.path)
+            if self._local:
+                self.fs.mv(self.staging, self.path, recursive=True)
+            else:
+                files = self.fs.find(self.staging)
+                self.placed = [self.path + f[len(self.staging):] for f in files]
+                self.fs.copy(files, self.placed)
+                self.fs.rm(self.staging, recursive=True)
         except BaseException:
             self._restore()
             raise
@@ -899,6 +993,7 @@ class _StagedDataset:
 
     def commit(self) -> None:
         """Delete the previous dataset: the run succeeded (a failure here only warns)."""
+        self.placed = []
         if self.backup is None:
             return
         try:
@@ -909,24 +1004,67 @@ class _StagedDataset:
         self.backup = None
 
     def roll_back(self) -> None:
-        """Leave the output path as it was before the run."""
-        if self.fs.exists(self.staging):
-            self.fs.rm(self.staging, recursive=True)
-        self._restore()
+        """Leave the output path as it was before the run.
+
+        Raises
+        ------
+        ServiceError
+            When the previous dataset could not be put back; the message says where it is.
+        """
+        try:
+            if self.fs.exists(self.staging):
+                self.fs.rm(self.staging, recursive=True)
+        except Exception as exc:  # only our own scratch copy: say so, keep going
+            log.warning("could not delete the staging folder %s (%s): delete it by hand",
+                        self.staging, type(exc).__name__)
+        try:
+            self._restore()
+        except Exception as exc:
+            where = (f"; the previous dataset is in {self.backup!r}" if self.backup
+                     else "")
+            raise ServiceError(
+                f"the run failed and the output {self.path!r} could not be restored "
+                f"({_reason(exc)}){where}: restore it by hand"
+            ) from None
         self.in_place = False
 
     def _restore(self) -> None:
-        # Remove whatever of the new dataset reached the path (on object stores a failed copy
-        # leaves some of its files there), then put the previous dataset back.
-        if self.backup is None and not self.in_place:
-            if self.fs.exists(self.path) and self.fs.exists(self.staging):
-                self.fs.rm(self.path, recursive=True)  # a partial copy of the staged files
-            return
-        if self.fs.exists(self.path):
-            self.fs.rm(self.path, recursive=True)
         if self.backup is not None:
-            _move_tree(self.fs, self.backup, self.path)
+            # The previous dataset is whole in the backup; whatever is at the path now is new
+            # (or what a failed delete left of the old one).
+            if self.fs.exists(self.path):
+                self.fs.rm(self.path, recursive=True)
+            if self._local:
+                self.fs.mv(self.backup, self.path, recursive=True)
+            else:
+                _copy_tree(self.fs, self.backup, self.path)
+                self.fs.rm(self.backup, recursive=True)
             self.backup = None
+        elif self.in_place and self._local:
+            self.fs.rm(self.path, recursive=True)  # nothing was there before the run
+        elif self.placed:
+            there = [key for key in self.placed if self.fs.exists(key)]
+            if there:
+                self.fs.rm(there)
+        self.placed = []
+
+
+def _copy_tree(fs: fsspec.AbstractFileSystem, source: str, target: str) -> None:
+    """Copy every file under ``source`` to the same relative key under ``target``.
+
+    Not ``fs.copy(source, target, recursive=True)``: fsspec's recursive copy also copies the
+    "directory" ``source`` itself, a key that does not exist on S3, and s3fs raises
+    ``FileNotFoundError`` after having copied every file. A failed copy removes what it copied
+    (best effort) and raises.
+    """
+    files = fs.find(source)
+    targets = [target + f[len(source):] for f in files]
+    try:
+        fs.copy(files, targets)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            fs.rm([t for t in targets if fs.exists(t)])
+        raise
 
 
 def _stage_dataset(data: _Dataset, model: SegmentationModel, output_path: str,
@@ -938,9 +1076,9 @@ def _stage_dataset(data: _Dataset, model: SegmentationModel, output_path: str,
                                          model.centroids, meta=meta)
     fs, path = fsspec.core.url_to_fs(output_path)
     path = path.rstrip("/")
-    parent, name = path.rsplit("/", 1) if "/" in path else ("", path)
+    parent, name = posixpath.split(path)
     token = uuid.uuid4().hex[:12]
-    staging = f"{parent}/.{name}.tmp-{token}" if parent else f".{name}.tmp-{token}"
+    staging = posixpath.join(parent, f".{name}.tmp-{token}")
     staged = _StagedDataset(fs, staging, path, token, schema)
     try:
         # The input's Arrow schema, not one inferred from pandas: DATE stays DATE, DECIMAL
@@ -988,31 +1126,6 @@ def _with_protocol(original: str, fs: fsspec.AbstractFileSystem, path: str) -> s
         return path
     protocol = original.split("://", 1)[0]
     return f"{protocol}://{path}"
-
-
-def _move_tree(fs: fsspec.AbstractFileSystem, source: str, target: str) -> None:
-    """Move the folder ``source`` to ``target``: one rename on a local disk; on object stores
-    each file is copied to the same relative key under ``target``, then ``source`` is deleted.
-
-    Not ``fs.mv(source, target, recursive=True)`` there: fsspec's recursive copy also copies
-    the "directory" ``source`` itself, a key that does not exist on S3, and s3fs raises
-    ``FileNotFoundError`` after having copied every file. When the copy fails, the files
-    already copied are removed again, so a failure leaves either the whole source (and no
-    target) or, when only the final delete failed, the whole target.
-    """
-    if isinstance(fs, LocalFileSystem):
-        fs.mv(source, target, recursive=True)
-        return
-    files = fs.find(source)
-    targets = [target + f[len(source):] for f in files]
-    try:
-        fs.copy(files, targets)
-    except BaseException:
-        # leave no partial copy: the source is still whole
-        with contextlib.suppress(Exception):
-            fs.rm([t for t in targets if fs.exists(t)])
-        raise
-    fs.rm(source, recursive=True)
 
 
 def _workers(client: Client) -> dict[str, Any]:
