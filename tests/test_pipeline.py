@@ -244,3 +244,27 @@ def test_summary_json_is_strict_json(tmp_path: Path) -> None:
 
     data = json.loads(path.read_text(), parse_constant=refuse)
     assert data == {"per_cluster": [0.5, None, None], "score": None, "nested": {"ok": 1.5}}
+
+
+def test_failed_table_write_keeps_the_previous_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model is staged before the tables and swapped in only after them."""
+    from autoseg.errors import ServiceError
+    from autoseg.io.duckdb_store import DuckDBStore
+
+    _write_demo(tmp_path, rows=1500)
+    run(_config(tmp_path, input_table="demo.customers", model_name="m", num_clusters=3,
+                output_table="demo.out"))
+    model_dir = tmp_path / "models" / "m"
+    before = {p.name: p.read_bytes() for p in model_dir.iterdir()}
+
+    def failing(self: DuckDBStore, writes: object) -> None:
+        raise ServiceError("writing to the store failed, nothing was changed: disk full")
+
+    monkeypatch.setattr(DuckDBStore, "write_tables", failing)
+    with pytest.raises(ServiceError, match="disk full"):
+        run(_config(tmp_path, input_table="demo.customers", model_name="m", num_clusters=4,
+                    output_table="demo.out"))
+    assert {p.name: p.read_bytes() for p in model_dir.iterdir()} == before
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["m"]  # no staging left

@@ -76,8 +76,8 @@ from autoseg.pipeline import (
     _Timer,
     _write_json_atomically,
     describe_clusters,
-    save_model,
     search_summary,
+    stage_model,
     sync_audiences,
     table_writes,
 )
@@ -392,7 +392,10 @@ class _DaskRun:
         with self.timer.stage("write"):
             staged = (_stage_dataset(data, model, self.output_path, schema)
                       if self.output_path is not None else None)
+            staged_model = None
             try:
+                if config.model_name and self.saved_model is None:
+                    staged_model = stage_model(model, config, described.explanation)
                 # The dataset first: its swap can be undone, a committed table cannot.
                 if staged is not None:
                     staged.swap_in()
@@ -406,13 +409,15 @@ class _DaskRun:
                     assert self.store is not None
                     self.store.write_tables(writes)
             except BaseException:
+                if staged_model is not None:
+                    staged_model.discard()
                 if staged is not None:
                     staged.roll_back()
                 raise
             if staged is not None:
                 staged.commit()
-            if config.model_name and self.saved_model is None:
-                outputs["model"] = str(save_model(model, config, described.explanation))
+            if staged_model is not None:
+                outputs["model"] = str(staged_model.commit())
         return outputs
 
     def _summary(self, data: _Dataset, model: SegmentationModel, search: SearchResult | None,

@@ -52,6 +52,16 @@ class SegmentationModel:
         ``surrogate_json`` is the explanation model in XGBoost's JSON format, saved as
         ``surrogate.json`` beside the clustering state.
         """
+        return self.stage(directory, surrogate_json).commit()
+
+    def stage(self, directory: Path,
+              surrogate_json: bytes | bytearray | None = None) -> StagedModel:
+        """Write the model's files beside ``directory``; :meth:`StagedModel.commit` swaps them in.
+
+        A run stages its model before it writes its tables, so the step that can fail for
+        ordinary reasons (a full disk, permissions) fails while nothing has been written yet;
+        after the tables, only two renames are left.
+        """
         directory = Path(directory)
         directory.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
@@ -75,18 +85,10 @@ class SegmentationModel:
             (staging / "model.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
             if surrogate_json is not None:
                 (staging / "surrogate.json").write_bytes(bytes(surrogate_json))
-            old = directory.with_name(f".{directory.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
-            if directory.exists():
-                os.replace(directory, old)
-            os.replace(staging, directory)
-            if old.exists():
-                shutil.rmtree(old)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-        return directory
+        return StagedModel(directory, staging)
 
     @classmethod
     def load(cls, directory: Path, model_name: str) -> SegmentationModel:
@@ -132,6 +134,36 @@ class SegmentationModel:
             spec=spec, centroids=centroids, projection=projection, k=int(meta["k"]),
             fingerprint=meta.get("fingerprint", {}), extra=meta.get("extra", {}),
         )
+
+
+@dataclass
+class StagedModel:
+    """A model written beside its directory, not yet in place (:meth:`SegmentationModel.stage`)."""
+
+    directory: Path
+    staging: Path
+
+    def commit(self) -> Path:
+        """Swap the staged files in (renames only) and return the model directory."""
+        old = self.directory.with_name(f".{self.directory.name}.old")
+        try:
+            if old.exists():
+                shutil.rmtree(old)
+            if self.directory.exists():
+                os.replace(self.directory, old)
+            os.replace(self.staging, self.directory)
+        except BaseException:
+            if old.exists() and not self.directory.exists():
+                os.replace(old, self.directory)  # put the previous model back
+            self.discard()
+            raise
+        if old.exists():
+            shutil.rmtree(old)
+        return self.directory
+
+    def discard(self) -> None:
+        """Forget the staged files (the run failed): the previous model stays as it was."""
+        shutil.rmtree(self.staging, ignore_errors=True)
 
 
 def data_fingerprint(frame: pd.DataFrame, max_rows: int = 10_000) -> dict[str, Any]:

@@ -38,7 +38,7 @@ from autoseg.features import FeatureSpec, fit_features
 from autoseg.io import TableStore, TableWrite, open_store
 from autoseg.io.files import read_file
 from autoseg.matching import match_clusters
-from autoseg.model import SegmentationModel, data_fingerprint
+from autoseg.model import SegmentationModel, StagedModel, data_fingerprint
 from autoseg.profile import profile_table
 from autoseg.reduce import Projection, fit_projection
 from autoseg.report import write_report
@@ -264,11 +264,18 @@ def _run(
         labelled = (source.append_column(CLUSTER_COLUMN, pa.array(labels, type=pa.int32()))
                     if output_name is not None else None)
         writes = table_writes(config, output_name, labelled, described)
-        if writes:
-            store.write_tables(writes)
-        model_path = None
-        if config.model_name and saved_model is None:
-            model_path = save_model(model, config, explanation)
+        # The model's files are written first (what can fail for ordinary reasons); after the
+        # tables only its renames are left.
+        staged_model = (stage_model(model, config, explanation)
+                        if config.model_name and saved_model is None else None)
+        try:
+            if writes:
+                store.write_tables(writes)
+        except BaseException:
+            if staged_model is not None:
+                staged_model.discard()
+            raise
+        model_path = staged_model.commit() if staged_model is not None else None
     if cdp is not None and output_name is not None:
         summary.update(sync_audiences(cdp, config, output_name, described, timer))
     summary["timings_seconds"] = timer.seconds
@@ -376,13 +383,14 @@ def table_writes(
     return writes
 
 
-def save_model(model: SegmentationModel, config: RunConfig,
-               explanation: Explanation | None) -> Path:
-    """Save a newly fitted model under ``--model-name`` (atomically), with its surrogate."""
+def stage_model(model: SegmentationModel, config: RunConfig,
+                explanation: Explanation | None) -> StagedModel:
+    """Write a newly fitted model (with its surrogate) beside its ``--model-name`` folder;
+    the caller commits it once the tables are written, or discards it."""
     assert config.model_name is not None
     surrogate = (explanation.booster.save_raw(raw_format="json")
                  if explanation is not None else None)
-    return model.save(config.model_dir / config.model_name, surrogate)
+    return model.stage(config.model_dir / config.model_name, surrogate)
 
 
 def sync_audiences(cdp: CDPClient, config: RunConfig, output_name: TableName,
