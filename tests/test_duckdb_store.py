@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -15,6 +14,11 @@ from autoseg.config import TableName
 from autoseg.errors import InputDataError, ServiceError
 from autoseg.io import RowChunks, TableWrite
 from autoseg.io.duckdb_store import DuckDBStore
+
+try:
+    from streamed_rows import STREAM_SCHEMA, chunks_of, failing_chunks, stream_table
+except ImportError:  # tests/ imported as a package
+    from tests.streamed_rows import STREAM_SCHEMA, chunks_of, failing_chunks, stream_table
 
 
 def _rows(path: Path, table: str) -> list[tuple]:
@@ -104,41 +108,6 @@ def test_failed_write_changes_nothing(tmp_path: Path) -> None:
 
 # -- streamed rows (RowChunks) -----------------------------------------------------------------
 
-STREAM_SCHEMA = pa.schema([
-    ("customer_id", pa.string()),
-    ("orders", pa.int64()),
-    ("spend", pa.float64()),
-    ("signup", pa.date32()),
-    ("member", pa.bool_()),
-])
-
-
-def _stream_table() -> pa.Table:
-    """Seven rows with the awkward values: leading zeros, NaN and null floats, dates, bools."""
-    return pa.table({
-        "customer_id": ["00123", "00456", "00789", "01000", "02000", "03000", "04000"],
-        "orders": pa.array([1, 2, 3, 4, 5, 6, 7], pa.int64()),
-        "spend": [10.5, float("nan"), None, 3.0, 4.25, None, 6.0],
-        "signup": pa.array([date(2024, 1, d) for d in range(1, 8)], pa.date32()),
-        "member": [True, False, None, True, True, False, True],
-    }, schema=STREAM_SCHEMA)
-
-
-def _chunks_of(table: pa.Table, sizes: list[int]) -> list[pa.Table]:
-    """Slices of ``table`` of the given sizes (zeros make empty chunks), in order."""
-    out, start = [], 0
-    for size in sizes:
-        out.append(table.slice(start, size))
-        start += size
-    assert start == table.num_rows
-    return out
-
-
-def _failing_chunks(chunks: list[pa.Table], error: BaseException) -> Iterator[pa.Table]:
-    """The chunks, then ``error``: a stream whose source dies part-way (a Dask worker, say)."""
-    yield from chunks
-    raise error
-
 
 def _typed_rows(path: Path, table: str) -> tuple[dict[str, str], list[tuple]]:
     """Column types and rows (NaN and NULL told apart) of ``table``."""
@@ -159,10 +128,10 @@ def _table_names(path: Path) -> set[str]:
 
 def test_streamed_chunks_write_like_one_arrow_table(tmp_path: Path) -> None:
     path = tmp_path / "s.duckdb"
-    table = _stream_table()
+    table = stream_table()
     # Chunks of different sizes, some empty; one with its columns in another order and a
     # narrower integer type: every chunk is cast to the schema.
-    chunks = _chunks_of(table, [0, 3, 0, 2, 2])
+    chunks = chunks_of(table, [0, 3, 0, 2, 2])
     chunks[3] = chunks[3].select(["member", "spend", "signup", "orders", "customer_id"])
     chunks[3] = chunks[3].set_column(3, "orders", chunks[3].column("orders").cast(pa.int32()))
     store = DuckDBStore(str(path))
@@ -196,10 +165,10 @@ def test_zero_chunks_make_a_typed_empty_table(tmp_path: Path) -> None:
 
 def test_append_streamed_chunks(tmp_path: Path) -> None:
     path = tmp_path / "s.duckdb"
-    table = _stream_table()
+    table = stream_table()
     store = DuckDBStore(str(path))
     store.write_tables([TableWrite(TableName("db", "t"), table.slice(0, 2), "overwrite")])
-    rows = RowChunks(STREAM_SCHEMA, iter(_chunks_of(table.slice(2), [2, 0, 3])))
+    rows = RowChunks(STREAM_SCHEMA, iter(chunks_of(table.slice(2), [2, 0, 3])))
     store.write_tables([TableWrite(TableName("db", "t"), rows, "append")])
     store.close()
     assert _typed_rows(path, "db.t")[1] == _typed_rows_of(tmp_path, table)
@@ -226,11 +195,11 @@ def test_stream_failing_midway_changes_nothing(
     tmp_path: Path, error: BaseException, mode: str
 ) -> None:
     path = tmp_path / "s.duckdb"
-    table = _stream_table()
+    table = stream_table()
     store = DuckDBStore(str(path))
     store.write_tables([TableWrite(TableName("db", "t"), table.slice(0, 2), "overwrite")])
     before = _typed_rows(path, "db.t")
-    rows = RowChunks(STREAM_SCHEMA, _failing_chunks(_chunks_of(table, [3, 4]), error))
+    rows = RowChunks(STREAM_SCHEMA, failing_chunks(chunks_of(table, [3, 4]), error))
     with pytest.raises(type(error)) as info:
         store.write_tables([TableWrite(TableName("db", "t"), rows, mode)])
     assert info.value is error and str(info.value) == str(error)  # propagates unchanged
@@ -244,8 +213,8 @@ def test_streamed_and_pandas_writes_fail_together(tmp_path: Path) -> None:
     store = DuckDBStore(str(path))
     first, labelled = TableName("db", "importance"), TableName("db", "labelled")
     store.write_tables([TableWrite(first, pd.DataFrame({"feature": ["old"]}), "overwrite")])
-    table = _stream_table()
-    rows = RowChunks(STREAM_SCHEMA, _failing_chunks(_chunks_of(table, [3, 4])[:1],
+    table = stream_table()
+    rows = RowChunks(STREAM_SCHEMA, failing_chunks(chunks_of(table, [3, 4])[:1],
                                                     RuntimeError("worker died")))
     with pytest.raises(RuntimeError, match="^worker died$"):
         store.write_tables([
@@ -260,11 +229,11 @@ def test_streamed_and_pandas_writes_fail_together(tmp_path: Path) -> None:
 
 def test_streamed_write_and_pandas_write_succeed_together(tmp_path: Path) -> None:
     path = tmp_path / "s.duckdb"
-    table = _stream_table()
+    table = stream_table()
     store = DuckDBStore(str(path))
     store.write_tables([
         TableWrite(TableName("db", "labelled"),
-                   RowChunks(STREAM_SCHEMA, iter(_chunks_of(table, [4, 3]))), "overwrite"),
+                   RowChunks(STREAM_SCHEMA, iter(chunks_of(table, [4, 3]))), "overwrite"),
         TableWrite(TableName("db", "importance"), pd.DataFrame({"feature": ["f"]}),
                    "overwrite"),
     ])

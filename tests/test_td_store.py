@@ -31,6 +31,11 @@ from autoseg.io.td_store import (
 )
 
 try:
+    from streamed_rows import STREAM_SCHEMA, chunks_of, failing_chunks, stream_table
+except ImportError:  # tests/ imported as a package
+    from tests.streamed_rows import STREAM_SCHEMA, chunks_of, failing_chunks, stream_table
+
+try:
     from emulators.td_api import TDEmulator, fast_client_sleeps, start_td_emulator
 except ImportError:  # tests/ imported as a package
     from tests.emulators.td_api import TDEmulator, fast_client_sleeps, start_td_emulator
@@ -716,44 +721,8 @@ def test_job_timeout_kills_the_job(td: TDEmulator) -> None:
 
 # -- streamed rows (RowChunks) -----------------------------------------------------------------
 
-STREAM_SCHEMA = pa.schema([
-    ("customer_id", pa.string()),
-    ("orders", pa.int64()),
-    ("spend", pa.float64()),
-    ("signup", pa.date32()),
-    ("member", pa.bool_()),
-])
-
-
-def _stream_table() -> pa.Table:
-    """Seven rows with the awkward values: leading zeros, NaN and null floats, dates, bools."""
-    return pa.table({
-        "customer_id": ["00123", "00456", "00789", "01000", "02000", "03000", "04000"],
-        "orders": pa.array([1, 2, 3, 4, 5, 6, 7], pa.int64()),
-        "spend": [10.5, float("nan"), None, 3.0, 4.25, None, 6.0],
-        "signup": pa.array([pd.Timestamp(f"2024-01-0{d}").date() for d in range(1, 8)],
-                           pa.date32()),
-        "member": [True, False, None, True, True, False, True],
-    }, schema=STREAM_SCHEMA)
-
-
-def _chunks_of(table: pa.Table, sizes: list[int]) -> list[pa.Table]:
-    """Slices of ``table`` of the given sizes (zeros make empty chunks), in order."""
-    out, start = [], 0
-    for size in sizes:
-        out.append(table.slice(start, size))
-        start += size
-    assert start == table.num_rows
-    return out
-
 
 CHUNK_SIZES = [0, 3, 0, 1, 2, 1, 0]  # several chunks, some empty
-
-
-def _failing_chunks(chunks: list[pa.Table], error: BaseException) -> Iterator[pa.Table]:
-    """The chunks, then ``error``: a stream whose source dies part-way (a Dask worker, say)."""
-    yield from chunks
-    raise error
 
 
 def _bulk_sessions(td: TDEmulator) -> list[str]:
@@ -765,10 +734,10 @@ def _bulk_sessions(td: TDEmulator) -> list[str]:
 def test_streamed_chunks_write_like_one_arrow_table(
     td: TDEmulator, rows_per_import: int
 ) -> None:
-    table = _stream_table()
+    table = stream_table()
     with _store(td, stream_rows_per_import=rows_per_import) as store:
         store.write_tables([TableWrite(TableName(DB, "whole_t"), table, "overwrite")])
-        rows = RowChunks(STREAM_SCHEMA, iter(_chunks_of(table, CHUNK_SIZES)))
+        rows = RowChunks(STREAM_SCHEMA, iter(chunks_of(table, CHUNK_SIZES)))
         store.write_tables([TableWrite(TableName(DB, "streamed_t"), rows, "overwrite")])
         whole = store.read_table(TableName(DB, "whole_t"))
         streamed = store.read_table(TableName(DB, "streamed_t"))
@@ -793,7 +762,7 @@ def test_stream_larger_than_rows_per_import_uses_several_sessions(
     caplog.set_level(logging.DEBUG)
     table = _new_rows(23)
     # One chunk bigger than a group (sliced) and a few smaller ones.
-    rows = RowChunks(table.schema, iter(_chunks_of(table, [12, 0, 3, 5, 3])))
+    rows = RowChunks(table.schema, iter(chunks_of(table, [12, 0, 3, 5, 3])))
     with _store(td, stream_rows_per_import=5) as store:
         store.write_tables([TableWrite(TableName(DB, "clusters"), rows, "overwrite")])
     sessions = _bulk_sessions(td)
@@ -816,7 +785,7 @@ def test_stream_column_null_in_the_first_import_gets_the_one_import_type(
                       "n": pa.array([None, None, 7, None], pa.int64())})
     with _store(td, stream_rows_per_import=2) as store:
         store.write_tables([TableWrite(TableName(DB, "whole_t"), table, "overwrite")])
-        rows = RowChunks(table.schema, iter(_chunks_of(table, [1, 1, 2])))
+        rows = RowChunks(table.schema, iter(chunks_of(table, [1, 1, 2])))
         store.write_tables([TableWrite(TableName(DB, "streamed_t"), rows, "overwrite")])
         streamed = store.read_table(TableName(DB, "streamed_t")).drop_columns(["time"])
         whole = store.read_table(TableName(DB, "whole_t")).drop_columns(["time"])
@@ -846,7 +815,7 @@ def test_append_streamed_chunks(td: TDEmulator) -> None:
     table = _new_rows(5).drop_columns(["cluster_id"])
     with _store(td, stream_rows_per_import=2) as store:
         store.write_tables([TableWrite(TableName(DB, "customers"),
-                                       RowChunks(table.schema, iter(_chunks_of(table, [2, 3]))),
+                                       RowChunks(table.schema, iter(chunks_of(table, [2, 3]))),
                                        "append")])
     assert _ids(td, "customers") == OLD_IDS + [f"n{i:04d}" for i in range(10, 15)]
     assert len(_bulk_sessions(td)) == 3  # all into one staging table...
@@ -866,7 +835,7 @@ def test_stream_failing_midway_leaves_the_old_table(
 ) -> None:
     _seed_customers(td)
     table = _new_rows(6)
-    rows = RowChunks(table.schema, _failing_chunks(_chunks_of(table, [3, 3]), error))
+    rows = RowChunks(table.schema, failing_chunks(chunks_of(table, [3, 3]), error))
     with (_store(td, stream_rows_per_import=2) as store,
           pytest.raises(type(error)) as info):
         store.write_tables([TableWrite(TableName(DB, "customers"), rows, "overwrite")])
@@ -900,7 +869,7 @@ def test_streamed_and_pandas_writes_fail_together(td: TDEmulator) -> None:
     _seed_customers(td, "shap_values")
     table = _new_rows(4)
     rows = RowChunks(table.schema,
-                     _failing_chunks(_chunks_of(table, [4]), RuntimeError("worker died")))
+                     failing_chunks(chunks_of(table, [4]), RuntimeError("worker died")))
     with _store(td, stream_rows_per_import=2) as store, pytest.raises(RuntimeError,
                                                                       match="^worker died$"):
         store.write_tables([
@@ -922,7 +891,7 @@ def test_streamed_write_and_pandas_write_succeed_together(td: TDEmulator) -> Non
     with _store(td, stream_rows_per_import=2) as store:
         store.write_tables([
             TableWrite(TableName(DB, "customers"),
-                       RowChunks(table.schema, iter(_chunks_of(table, [1, 2]))), "overwrite"),
+                       RowChunks(table.schema, iter(chunks_of(table, [1, 2]))), "overwrite"),
             TableWrite(TableName(DB, "importance"), pd.DataFrame({"feature": ["f"]}),
                        "overwrite"),
         ])
