@@ -68,7 +68,6 @@ from autoseg.pipeline import (
     _check_output_dir,
     _check_output_table,
     _explanation_summary,
-    _k_values,
     _projection_sample,
     _sample_rows,
     _stability_stage,
@@ -76,6 +75,8 @@ from autoseg.pipeline import (
     _Timer,
     _write_json_atomically,
     describe_clusters,
+    search_candidates,
+    search_is_sampled,
     search_summary,
     stage_model,
     sync_audiences,
@@ -89,7 +90,6 @@ from autoseg.search import (
     SearchResult,
     nearest_centroid,
     nearest_centroid_with_distance,
-    search_k,
 )
 from autoseg.silhouette import SilhouetteScore, distance_sums, silhouette_from_sums
 
@@ -119,6 +119,7 @@ class _Dataset:
     frame: dd.DataFrame
     offsets: np.ndarray  # (npartitions + 1,) first global row of each partition, then n_rows
     schema: pa.Schema  # the input's Arrow schema: the output keeps every column's exact type
+    missing: dict[str, int]  # exact missing values per column (NaN included, as pandas counts)
 
     @property
     def n_rows(self) -> int:
@@ -298,9 +299,8 @@ class _DaskRun:
                                           xgboost_device=self.backend.xgboost_device)
             eda = profile_table(sample, config.hide_table_contents, config.seed)
             # Distributions come from the sample; missing counts are exact, as on one machine.
-            missing = data.frame.isna().sum().compute()
             for column in eda["column_profiles"]:
-                column["missing"] = int(missing[column["name"]])
+                column["missing"] = data.missing[column["name"]]
             eda["rows"] = n_rows
             eda["sampled_rows"] = len(sample)
             projection_2d = _projection_sample(prepared, labels, config.seed)
@@ -336,7 +336,7 @@ class _DaskRun:
         with timer.stage("reduce"):
             projection = _fit_projection(data, spec, whole, config)
 
-        sampled = n_rows > max(config.silhouette_exact_max_rows, config.search_sample_size)
+        sampled = search_is_sampled(config, n_rows)
         with timer.stage("search"):
             rows = _sample_rows(n_rows, config.search_sample_size, seed) if sampled else None
             if rows is not None:
@@ -344,15 +344,7 @@ class _DaskRun:
             else:
                 search_frame = whole if whole is not None else data.take(np.arange(n_rows))
             search_x = _prepare(search_frame, spec, projection)
-            min_rows = config.min_cluster_rows(n_rows)
-            search = search_k(
-                search_x, _k_values(config, n_rows), restarts=config.kmeans_restarts,
-                seed=seed, exact_max_rows=config.silhouette_exact_max_rows,
-                sample_size=config.silhouette_sample_size,
-                population_rows=n_rows if sampled else None,
-                min_cluster_size=int(np.ceil(min_rows * len(search_x) / n_rows)),
-                backend=self.backend,
-            )
+            search = search_candidates(search_x, n_rows, config, self.backend)
         _stability_stage(search, search_x, config, timer)
         centroids = search.centroids
         refit: dict[str, Any] = {"done": False}
@@ -561,9 +553,19 @@ def _open_dataset(input_path: str) -> _Dataset:
     columns = [c for c in frame.columns if c != "__null_dask_index__"]
     frame = frame[columns]
     schema = _input_schema(fs, files, base, columns)
-    lengths = np.asarray(frame.map_partitions(len).compute(), dtype=np.int64)
+    # One pass over the data gives both the partition lengths and the exact missing counts.
+    meta = pd.DataFrame({i: pd.Series(dtype="int64") for i in range(len(columns) + 1)})
+    counts = frame.map_partitions(_partition_counts, meta=meta).compute()
+    lengths = counts[0].to_numpy(dtype=np.int64)
+    missing = {c: int(counts[i + 1].sum()) for i, c in enumerate(columns)}
     return _Dataset(frame=frame, offsets=np.concatenate([[0], np.cumsum(lengths)]),
-                    schema=schema)
+                    schema=schema, missing=missing)
+
+
+def _partition_counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row: the partition's length, then each column's missing values, by position."""
+    return pd.DataFrame([[len(frame), *frame.isna().sum().tolist()]],
+                        columns=range(frame.shape[1] + 1), dtype="int64")
 
 
 def _reason(exc: BaseException) -> str:

@@ -185,28 +185,15 @@ def _run(
                          matrix.shape[1], projection.components.shape[0],
                          100 * projection.explained_variance_ratio)
                 matrix = projection.transform(matrix)
-        k_values = _k_values(config, len(frame))
         n_rows = matrix.shape[0]
-        # Tables up to silhouette_exact_max_rows are searched whole with exact silhouettes;
-        # larger ones on a uniform sample of search_sample_size rows.
-        sampled = n_rows > max(config.silhouette_exact_max_rows, config.search_sample_size)
+        sampled = search_is_sampled(config, n_rows)
         with timer.stage("search"):
             # Restarts and silhouettes are affordable on a sample; the chosen k is then fitted
             # on every row below. Small tables are searched whole.
             search_rows = (_sample_rows(n_rows, config.search_sample_size, config.seed)
                            if sampled else None)
             search_x = matrix if search_rows is None else matrix[search_rows]
-            # --min-cluster-size counts rows of the whole table; the search sees a sample
-            min_rows = config.min_cluster_rows(n_rows)
-            search = search_k(
-                search_x, k_values,
-                restarts=config.kmeans_restarts, seed=config.seed,
-                exact_max_rows=config.silhouette_exact_max_rows,
-                sample_size=config.silhouette_sample_size,
-                population_rows=n_rows if sampled else None,
-                min_cluster_size=int(np.ceil(min_rows * len(search_x) / n_rows)),
-                backend=backend,
-            )
+            search = search_candidates(search_x, n_rows, config, backend)
         _stability_stage(search, search_x, config, timer)
         centroids = search.centroids
         if sampled:
@@ -420,6 +407,30 @@ def sync_audiences(cdp: CDPClient, config: RunConfig, output_name: TableName,
              config.audience_name, audience.get("created", 0), audience.get("updated", 0),
              audience.get("deleted", 0))
     return found
+
+
+def search_is_sampled(config: RunConfig, n_rows: int) -> bool:
+    """Whether the k search runs on a sample: tables up to ``silhouette_exact_max_rows`` (and
+    ``search_sample_size``) are searched whole with exact silhouettes, larger ones on a uniform
+    sample of ``search_sample_size`` rows."""
+    return n_rows > max(config.silhouette_exact_max_rows, config.search_sample_size)
+
+
+def search_candidates(search_x: np.ndarray, n_rows: int, config: RunConfig,
+                      backend: Backend | None = None) -> SearchResult:
+    """The k search on ``search_x``: the whole table's prepared rows, or a uniform sample of a
+    table of ``n_rows`` rows (then the standard errors count that sampling too)."""
+    # --min-cluster-size counts rows of the whole table; the search may see a sample
+    min_rows = config.min_cluster_rows(n_rows)
+    return search_k(
+        search_x, _k_values(config, n_rows),
+        restarts=config.kmeans_restarts, seed=config.seed,
+        exact_max_rows=config.silhouette_exact_max_rows,
+        sample_size=config.silhouette_sample_size,
+        population_rows=n_rows if len(search_x) < n_rows else None,
+        min_cluster_size=int(np.ceil(min_rows * len(search_x) / n_rows)),
+        backend=backend,
+    )
 
 
 def search_summary(search: SearchResult) -> dict[str, Any]:
