@@ -13,13 +13,12 @@ from autoseg.config import (
     PARAMETERS,
     PARAMETERS_BY_NAME,
     RunConfig,
-    TableName,
     build_config,
     is_file_input,
     load_params_file,
-    parse_table_name,
 )
 from autoseg.errors import EXIT_USAGE, UsageError
+from autoseg.names import TableName, parse_table_name
 
 # The parameters of SPEC.md ("every one is a CLI option, an environment variable and a key of
 # a params file") with their documented defaults.

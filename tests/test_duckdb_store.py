@@ -10,10 +10,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from autoseg.config import TableName
 from autoseg.errors import InputDataError, ServiceError
 from autoseg.io import RowChunks, TableWrite
 from autoseg.io.duckdb_store import DuckDBStore
+from autoseg.names import TableName
 
 try:
     from streamed_rows import STREAM_SCHEMA, chunks_of, failing_chunks, stream_table

@@ -16,7 +16,6 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from autoseg.config import TableName
 from autoseg.errors import InputDataError, Interrupted, ServiceError, UsageError
 from autoseg.io.base import RowChunks, TableWrite
 from autoseg.io.td_store import (
@@ -29,6 +28,7 @@ from autoseg.io.td_store import (
     td_store_from_environment,
     validate_td_table_name,
 )
+from autoseg.names import TableName
 
 try:
     from streamed_rows import STREAM_SCHEMA, chunks_of, failing_chunks, stream_table

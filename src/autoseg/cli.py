@@ -171,9 +171,9 @@ def demo_command(
     log_format: str = typer.Option("text", "--log-format", help="`text` or `json` log lines."),
 ) -> None:
     """Create a sample customer table in the embedded DuckDB and segment it end to end."""
-    from autoseg.config import parse_table_name
     from autoseg.demo import DEMO_MODEL, DEMO_OUTPUT_TABLE, DEMO_TABLE, make_customers, to_arrow
     from autoseg.io import TableWrite, open_store
+    from autoseg.names import parse_table_name
 
     config = build_config(
         {

@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 
 from autoseg.errors import UsageError
+from autoseg.names import parse_table_name, validate_td_table_name
 
 OUTPUT_MODES = {"overwrite": "overwrite", "replace": "overwrite", "append": "append"}
 DEVICES = ("auto", "cpu", "gpu")
@@ -26,11 +27,6 @@ LOG_FORMATS = ("text", "json")
 ENV_PREFIX = "AUTOSEG_"
 FILE_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv", ".csv.gz", ".tsv.gz")
 
-# A table name is `[dbname.]table_name`; both parts follow Treasure Data's rules (lower case
-# letters, digits and underscores, 3-255 characters for TD; we accept 1+ and mixed case for
-# local stores), so a name can never smuggle SQL into a statement.
-_NAME_PART = r"[A-Za-z_][A-Za-z0-9_]{0,254}"
-TABLE_NAME_RE = re.compile(rf"^(?:(?P<db>{_NAME_PART})\.)?(?P<table>{_NAME_PART})$")
 MODEL_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
 
@@ -145,17 +141,6 @@ PARAMETERS_BY_NAME: dict[str, Parameter] = {p.name: p for p in PARAMETERS}
 
 
 @dataclass(frozen=True)
-class TableName:
-    """A parsed ``[dbname.]table_name``."""
-
-    database: str | None
-    table: str
-
-    def __str__(self) -> str:
-        return f"{self.database}.{self.table}" if self.database else self.table
-
-
-@dataclass(frozen=True)
 class RunConfig:
     """Every setting of one run, validated. Build it with :func:`build_config`."""
 
@@ -232,23 +217,6 @@ def is_file_input(value: str) -> bool:
     """Whether an ``input_table`` value is a file path (``.parquet``, ``.csv``, ``.tsv``)."""
     lowered = value.lower()
     return lowered.endswith(FILE_SUFFIXES)
-
-
-def parse_table_name(value: str, option: str, default_database: str | None = None) -> TableName:
-    """Parse and validate ``[dbname.]table_name``.
-
-    Raises
-    ------
-    UsageError
-        When the name has characters outside letters, digits and underscores.
-    """
-    match = TABLE_NAME_RE.match(value.strip())
-    if not match:
-        raise UsageError(
-            f"{option}={value!r} is not a valid table name: use `dbname.table_name` with letters,"
-            " digits and underscores only"
-        )
-    return TableName(match.group("db") or default_database, match.group("table"))
 
 
 def load_params_file(path: Path) -> dict[str, Any]:
@@ -463,8 +431,6 @@ def _check_consistency(values: dict[str, Any]) -> None:
 
 def _check_td_names(values: dict[str, Any], input_is_table: bool = True) -> None:
     """Treasure Data names need a database and TD's characters; checked before any call."""
-    from autoseg.io.td_store import validate_td_table_name
-
     output_db = None
     if values["output_table"]:
         output = parse_table_name(values["output_table"], "--output-table")

@@ -54,12 +54,13 @@ from fsspec.implementations.local import LocalFileSystem
 from autoseg import __version__
 from autoseg.audience import CDPClient, cdp_client_from_environment
 from autoseg.backend import Backend, select_backend
-from autoseg.config import RunConfig, TableName, parse_table_name
+from autoseg.config import RunConfig
 from autoseg.errors import InputDataError, ServiceError, UsageError
 from autoseg.features import FIT_SAMPLE_ROWS as FEATURE_FIT_ROWS
 from autoseg.features import FeatureSpec, fit_features
 from autoseg.io import RowChunks, TableStore, open_store
 from autoseg.model import SegmentationModel
+from autoseg.names import TableName, parse_table_name
 from autoseg.pipeline import (
     CLUSTER_COLUMN,
     DESCRIBE_ROWS,

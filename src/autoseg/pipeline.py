@@ -30,7 +30,7 @@ import pyarrow as pa
 from autoseg import __version__
 from autoseg.audience import CDPClient, cdp_client_from_environment, sync_audience
 from autoseg.backend import Backend, select_backend
-from autoseg.config import RunConfig, TableName, parse_table_name
+from autoseg.config import RunConfig
 from autoseg.drift import drift_report, reference_profile
 from autoseg.errors import InputDataError, UsageError
 from autoseg.explain import Explanation, explain_clusters
@@ -39,6 +39,7 @@ from autoseg.io import TableStore, TableWrite, open_store
 from autoseg.io.files import read_file
 from autoseg.matching import match_clusters
 from autoseg.model import SegmentationModel, StagedModel, data_fingerprint
+from autoseg.names import TableName, parse_table_name
 from autoseg.profile import profile_table
 from autoseg.reduce import Projection, fit_projection
 from autoseg.report import write_report

@@ -36,7 +36,6 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from autoseg.config import TableName
 from autoseg.errors import ServiceError, UsageError
 from autoseg.io.td_store import (
     DEFAULT_TD_API_SERVER,
@@ -44,6 +43,7 @@ from autoseg.io.td_store import (
     scrub,
     validate_td_table_name,
 )
+from autoseg.names import TableName
 from autoseg.retry import backoff_delay
 
 logger = logging.getLogger(__name__)

@@ -9,8 +9,8 @@ from typing import Protocol
 import pandas as pd
 import pyarrow as pa
 
-from autoseg.config import TableName
 from autoseg.errors import InputDataError, UsageError
+from autoseg.names import TableName
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,9 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from autoseg.config import TableName
 from autoseg.errors import InputDataError, ServiceError, UsageError
 from autoseg.io.base import RowChunks, TableWrite
+from autoseg.names import TableName
 
 DEFAULT_SCHEMA = "main"
 

@@ -61,7 +61,6 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import urllib3
 
-from autoseg.config import TableName
 from autoseg.errors import (
     AutosegError,
     InputDataError,
@@ -70,6 +69,7 @@ from autoseg.errors import (
     UsageError,
 )
 from autoseg.io.base import RowChunks, TableWrite
+from autoseg.names import TableName, validate_td_table_name
 from autoseg.retry import backoff_delay
 
 logger = logging.getLogger(__name__)
@@ -84,7 +84,6 @@ MISSING_KEY_MESSAGE = (
 )
 
 # Treasure Data's naming rules (docs: "Naming Requirements and Restrictions").
-_TD_NAME_RE = re.compile(r"[a-z0-9_]{3,255}")
 _TD_COLUMN_RE = re.compile(r"[a-z_][a-z0-9_]*")
 # Only these POSTs may be re-sent: deleting a table twice is harmless (the second answers 404).
 _IDEMPOTENT_POST_RE = re.compile(r"/v3/(table/delete|job/kill)/")
@@ -176,34 +175,6 @@ def _one_line(text: str, limit: int = _MAX_DETAIL) -> str:
 # --------------------------------------------------------------------------------------------
 # Name and column rules (usable before any work starts)
 # --------------------------------------------------------------------------------------------
-
-
-def validate_td_table_name(name: TableName, option: str) -> None:
-    """Check ``name`` against Treasure Data's naming rules before any call is made.
-
-    Parameters
-    ----------
-    name
-        The parsed ``dbname.table_name``.
-    option
-        The option that named it (``--input-table``, ``--output-table``...), for the message.
-
-    Raises
-    ------
-    UsageError
-        When the database is missing or a part is not 3-255 lower-case letters, digits or ``_``.
-    """
-    if not name.database:
-        raise UsageError(
-            f"{option}={str(name)!r}: Treasure Data tables need a database: use "
-            "`dbname.table_name`"
-        )
-    for kind, part in (("database", name.database), ("table", name.table)):
-        if not _TD_NAME_RE.fullmatch(part):
-            raise UsageError(
-                f"{option}={str(name)!r}: {kind} name {part!r} is not valid on Treasure Data: "
-                "use 3-255 lower-case letters, digits and underscores"
-            )
 
 
 def td_column_name(column: str) -> str:
