@@ -8,10 +8,12 @@ Library errors become one-line messages and the documented exit codes (see
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,66 +111,55 @@ _PARAMS_OPTION: Any = typer.Option(
 )
 
 
+# The type typer parses each parameter kind as; config.build_config converts and checks it.
+_CLI_TYPES: dict[str, type] = {
+    "str": str, "int": int, "bool": bool, "list": str, "choice": str, "path": str,
+}
+
+
+def _with_parameter_options(command: Callable[..., None]) -> Callable[..., None]:
+    """Give ``command`` one typer option per entry of the parameter table, plus --params.
+
+    The parameter table (``config.PARAMETERS``) is the only list of the parameters; the
+    command's signature is derived from it, so a new parameter is a new flag, environment
+    variable and params-file key at once.
+    """
+    parameters = [
+        inspect.Parameter(p.name, inspect.Parameter.KEYWORD_ONLY, default=_opt(p.name),
+                          annotation=_CLI_TYPES[p.kind])
+        for p in PARAMETERS
+    ]
+    parameters.append(inspect.Parameter("params", inspect.Parameter.KEYWORD_ONLY,
+                                        default=_PARAMS_OPTION, annotation=Path))
+    command.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in parameters}
+    return command
+
+
 @app.command("run")
-def run_command(
-    input_table: str = _opt("input_table"),
-    output_table: str = _opt("output_table"),
-    model_name: str = _opt("model_name"),
-    force_refit: bool = _opt("force_refit"),
-    output_mode: str = _opt("output_mode"),
-    min_clusters: int = _opt("min_clusters"),
-    max_clusters: int = _opt("max_clusters"),
-    num_clusters: int = _opt("num_clusters"),
-    ignore_columns: str = _opt("ignore_columns"),
-    dimension_reduction_threshold: int = _opt("dimension_reduction_threshold"),
-    min_cluster_size: str = _opt("min_cluster_size"),
-    prefer_stable: bool = _opt("prefer_stable"),
-    stability_runs: int = _opt("stability_runs"),
-    export_feature_importance: str = _opt("export_feature_importance"),
-    export_shap_values: str = _opt("export_shap_values"),
-    export_segment_rules: str = _opt("export_segment_rules"),
-    segment_rules: bool = _opt("segment_rules"),
-    hide_table_contents: bool = _opt("hide_table_contents"),
-    audience_name: str = _opt("audience_name"),
-    foreign_key: str = _opt("foreign_key"),
-    rowid_column: str = _opt("rowid_column"),
-    store: str = _opt("store"),
-    td_engine: str = _opt("td_engine"),
-    cdp_endpoint: str = _opt("cdp_endpoint"),
-    output_dir: str = _opt("output_dir"),
-    model_dir: str = _opt("model_dir"),
-    seed: int = _opt("seed"),
-    device: str = _opt("device"),
-    kmeans_restarts: int = _opt("kmeans_restarts"),
-    search_sample_size: int = _opt("search_sample_size"),
-    silhouette_exact_max_rows: int = _opt("silhouette_exact_max_rows"),
-    silhouette_sample_size: int = _opt("silhouette_sample_size"),
-    log_format: str = _opt("log_format"),
-    dask: str = _opt("dask"),
-    dask_scheduler: str = _opt("dask_scheduler"),
-    dask_workers: int = _opt("dask_workers"),
-    dask_output: str = _opt("dask_output"),
-    params: Path = _PARAMS_OPTION,
-) -> None:
+@_with_parameter_options
+def run_command(**given: Any) -> None:
     """Segment a table: read, prepare, choose k, assign, write outputs."""
-    given = {k: v for k, v in locals().items() if k != "params"}
+    params = given.pop("params", None)
     config = build_config(given, params)
     _execute(config)
 
 
+def _demo_option(name: str, help_text: str) -> Any:
+    """A demo option with the run parameter's flag, environment variable and default."""
+    param = PARAMETERS_BY_NAME[name]
+    return typer.Option(param.default, param.flag, envvar=param.envvar, show_envvar=True,
+                        help=help_text)
+
+
 @app.command("demo")
 def demo_command(
-    store: str = typer.Option(
-        "duckdb:autoseg.duckdb", "--store", envvar="AUTOSEG_STORE", show_envvar=True,
-        help="DuckDB file the sample table is written to.",
-    ),
-    output_dir: str = typer.Option("autoseg-output", "--output-dir", envvar="AUTOSEG_OUTPUT_DIR",
-                                   show_envvar=True, help="Directory for the run summary."),
-    model_dir: str = typer.Option("autoseg-models", "--model-dir", envvar="AUTOSEG_MODEL_DIR",
-                                  show_envvar=True, help="Directory for saved models."),
+    store: str = _demo_option("store", "DuckDB file the sample table is written to."),
+    output_dir: str = _demo_option("output_dir", "Directory for the run summary."),
+    model_dir: str = _demo_option("model_dir", "Directory for saved models."),
     rows: int = typer.Option(5000, "--rows", min=20, help="Rows of the sample table."),
-    seed: int = typer.Option(0, "--seed", min=0, help="Random seed."),
-    log_format: str = typer.Option("text", "--log-format", help="`text` or `json` log lines."),
+    seed: int = _demo_option("seed", "Random seed."),
+    log_format: str = _demo_option("log_format", "`text` or `json` log lines."),
 ) -> None:
     """Create a sample customer table in the embedded DuckDB and segment it end to end."""
     from autoseg.demo import DEMO_MODEL, DEMO_OUTPUT_TABLE, DEMO_TABLE, make_customers, to_arrow
@@ -180,7 +171,6 @@ def demo_command(
             "input_table": DEMO_TABLE, "output_table": DEMO_OUTPUT_TABLE,
             "model_name": DEMO_MODEL, "store": store, "output_dir": output_dir,
             "model_dir": model_dir, "seed": seed, "log_format": log_format,
-            "ignore_columns": "time",
         }
     )
     configure_logging(config.log_format)

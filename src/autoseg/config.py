@@ -8,6 +8,7 @@ or the environment itself.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Callable, Mapping
@@ -18,11 +19,11 @@ from typing import Any
 import numpy as np
 import yaml
 
+from autoseg.backend import DEVICES
 from autoseg.errors import UsageError
 from autoseg.names import parse_table_name, validate_td_table_name
 
 OUTPUT_MODES = {"overwrite": "overwrite", "replace": "overwrite", "append": "append"}
-DEVICES = ("auto", "cpu", "gpu")
 LOG_FORMATS = ("text", "json")
 ENV_PREFIX = "AUTOSEG_"
 FILE_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv", ".csv.gz", ".tsv.gz")
@@ -140,47 +141,23 @@ PARAMETERS: tuple[Parameter, ...] = (
 PARAMETERS_BY_NAME: dict[str, Parameter] = {p.name: p for p in PARAMETERS}
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    """Every setting of one run, validated. Build it with :func:`build_config`."""
+# Python types of the parameter kinds: RunConfig's fields are derived from PARAMETERS.
+_KIND_TYPES: dict[str, Any] = {
+    "str": str, "int": int, "bool": bool, "list": tuple[str, ...], "choice": str, "path": Path,
+}
 
-    input_table: str
-    output_table: str | None = None
-    model_name: str | None = None
-    force_refit: bool = True
-    output_mode: str = "overwrite"
-    min_clusters: int = 2
-    max_clusters: int = 9
-    num_clusters: int | None = None
-    ignore_columns: tuple[str, ...] = ("time",)
-    dimension_reduction_threshold: int = 50
-    min_cluster_size: str | None = None
-    prefer_stable: bool = False
-    stability_runs: int = 3
-    export_feature_importance: str | None = None
-    export_shap_values: str | None = None
-    export_segment_rules: str | None = None
-    segment_rules: bool = False
-    hide_table_contents: bool = False
-    audience_name: str | None = None
-    foreign_key: str | None = None
-    rowid_column: str | None = None
-    store: str = "duckdb:autoseg.duckdb"
-    td_engine: str = "presto"
-    cdp_endpoint: str | None = None
-    output_dir: Path = field(default_factory=lambda: Path("autoseg-output"))
-    model_dir: Path = field(default_factory=lambda: Path("autoseg-models"))
-    seed: int = 0
-    device: str = "auto"
-    kmeans_restarts: int = 10
-    search_sample_size: int = 20_000
-    silhouette_exact_max_rows: int = 50_000
-    silhouette_sample_size: int = 20_000
-    log_format: str = "text"
-    dask: str | None = None
-    dask_scheduler: str | None = None
-    dask_workers: int | None = None
-    dask_output: str | None = None
+
+def _field_default(param: Parameter) -> Any:
+    """The dataclass default of a parameter (paths and lists converted to their types)."""
+    if param.kind == "path":
+        return field(default_factory=lambda: Path(param.default))
+    if param.kind == "list":
+        return tuple(param.default or ())
+    return param.default
+
+
+class _RunConfigMethods:
+    """What a run asks of its configuration beyond the parameters themselves."""
 
     @property
     def on_dask(self) -> bool:
@@ -211,6 +188,25 @@ class RunConfig:
         data["model_dir"] = str(self.model_dir)
         data["ignore_columns"] = list(self.ignore_columns)
         return data
+
+
+# The parameter table is the only list of the parameters: RunConfig is derived from it, as are
+# the CLI's options (cli.py) and the demo's defaults. ``input_table`` is required; every other
+# field has the table's default.
+def _config_field(param: Parameter) -> tuple[str, Any] | tuple[str, Any, Any]:
+    """One RunConfig field: name, type (optional when the default is none) and default."""
+    kind = _KIND_TYPES[param.kind]
+    if param.name == "input_table":
+        return (param.name, kind)
+    return (param.name, kind if param.default is not None else kind | None, _field_default(param))
+
+
+RunConfig = dataclasses.make_dataclass(
+    "RunConfig", [_config_field(p) for p in PARAMETERS], bases=(_RunConfigMethods,),
+    frozen=True,
+)
+RunConfig.__module__ = __name__  # so it pickles (Dask) and shows as autoseg.config.RunConfig
+RunConfig.__doc__ = "Every setting of one run, validated. Build it with :func:`build_config`."
 
 
 def is_file_input(value: str) -> bool:
