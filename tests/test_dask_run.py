@@ -22,12 +22,21 @@ distributed = pytest.importorskip("distributed")
 
 from sklearn.metrics import adjusted_rand_score  # noqa: E402
 
-from autoseg import dask_run  # noqa: E402
+from autoseg import pipeline, sampling  # noqa: E402
 from autoseg.config import build_config  # noqa: E402
+from autoseg.dask import cluster as dask_cluster  # noqa: E402
+from autoseg.dask import output as dask_output  # noqa: E402
 from autoseg.demo import make_customers, to_arrow  # noqa: E402
 from autoseg.errors import InputDataError, UsageError  # noqa: E402
 from autoseg.model import SegmentationModel  # noqa: E402
 from autoseg.pipeline import run  # noqa: E402
+from autoseg.sampling import all_rows_silhouette_points  # noqa: E402
+
+
+def _run_on_dask(*args: object, **kwargs: object):  # noqa: ANN202
+    """The summary of a Dask run on the test's client."""
+    return pipeline.run_on_dask(*args, **kwargs).summary  # type: ignore[arg-type]
+
 
 ROWS = 4000
 PARTITIONS = 4
@@ -85,7 +94,7 @@ def test_same_segmentation_as_single_machine(
     values = SETTINGS[setting]
     reference = run(_config(tmp_path, data["single"], "single", **values))
     out = tmp_path / "labelled"
-    summary = dask_run.run_on_dask(_config(tmp_path, data["single"], "dask", model_name="m",
+    summary = _run_on_dask(_config(tmp_path, data["single"], "dask", model_name="m",
                                            **values), client,
                                    input_path=str(data["dataset"]), output_path=str(out))
 
@@ -139,10 +148,10 @@ def test_failure_while_writing_leaves_no_dataset(
     tmp_path: Path, data: dict[str, Path], client: distributed.Client,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(dask_run, "_label_partition", _fails_in_the_second_half)
+    monkeypatch.setattr(dask_output, "label_partition", _fails_in_the_second_half)
     out = tmp_path / "labelled"
     with pytest.raises(RuntimeError, match="worker lost"):
-        dask_run.run_on_dask(_config(tmp_path, data["single"], "dask", num_clusters=3), client,
+        _run_on_dask(_config(tmp_path, data["single"], "dask", num_clusters=3), client,
                              input_path=str(data["dataset"]), output_path=str(out))
     assert list(tmp_path.glob("*labelled*")) == []
     assert list(tmp_path.glob(".*labelled*")) == []
@@ -155,7 +164,7 @@ def test_failed_swap_keeps_the_previous_dataset(
 ) -> None:
     out = tmp_path / "labelled"
     config = _config(tmp_path, data["single"], "dask", num_clusters=3)
-    dask_run.run_on_dask(config, client, input_path=str(data["dataset"]), output_path=str(out))
+    _run_on_dask(config, client, input_path=str(data["dataset"]), output_path=str(out))
     before = sorted(p.name for p in out.iterdir())
 
     from fsspec.implementations.local import LocalFileSystem
@@ -169,7 +178,7 @@ def test_failed_swap_keeps_the_previous_dataset(
 
     monkeypatch.setattr(LocalFileSystem, "mv", failing)
     with pytest.raises(OSError, match="disk full"):
-        dask_run.run_on_dask(config, client, input_path=str(data["dataset"]),
+        _run_on_dask(config, client, input_path=str(data["dataset"]),
                              output_path=str(out))
     assert sorted(p.name for p in out.iterdir()) == before
     assert pq.read_table(out).num_rows == ROWS
@@ -183,15 +192,15 @@ def test_input_with_cluster_id_is_refused(tmp_path: Path, client: distributed.Cl
     pq.write_table(pa.table({"x": np.arange(50.0), "cluster_id": np.zeros(50)}),
                    folder / "part-0.parquet")
     with pytest.raises(InputDataError, match="cluster_id"):
-        dask_run.run_on_dask(_config(tmp_path, tmp_path / "x.parquet", "dask"), client,
+        _run_on_dask(_config(tmp_path, tmp_path / "x.parquet", "dask"), client,
                              input_path=str(folder), output_path=str(tmp_path / "out"))
     assert not (tmp_path / "out").exists()
 
 
 def test_client_from_options() -> None:
-    assert dask_run.client_from_options(None, False, None) is None
+    assert dask_cluster.client_from_options(None, False, None) is None
     with pytest.raises(UsageError, match="exclude each other"):
-        dask_run.client_from_options("tcp://127.0.0.1:1", True, None)
+        dask_cluster.client_from_options("tcp://127.0.0.1:1", True, None)
 
 
 def test_k8s_manifest_is_a_dask_cluster() -> None:
@@ -237,7 +246,7 @@ def test_labelled_rows_go_to_a_table_like_the_single_machine_run(
               "export_segment_rules": "out.rules"}
     reference = run(_config(tmp_path, data["single"], "single", output_table="out.single",
                             **values))
-    summary = dask_run.run_on_dask(
+    summary = _run_on_dask(
         _config(tmp_path, data["single"], "dask", output_table="out.labelled", **values),
         client, input_path=str(data["dataset"]), output_path=None)
 
@@ -264,21 +273,21 @@ def test_a_failure_while_streaming_keeps_the_old_table_and_dataset(
     out = tmp_path / "labelled"
     config = _config(tmp_path, data["single"], "dask", num_clusters=3,
                      output_table="out.labelled")
-    dask_run.run_on_dask(config, client, input_path=str(data["dataset"]),
+    _run_on_dask(config, client, input_path=str(data["dataset"]),
                          output_path=str(out))
     table_before = _duckdb_rows(tmp_path / "store.duckdb", "out.labelled")
     files_before = sorted(p.name for p in out.iterdir())
     summary_before = (tmp_path / "dask" / "summary.json").read_text()
 
-    real_chunks = dask_run._StagedDataset.chunks
+    real_chunks = dask_output.StagedDataset.chunks
 
-    def failing_chunks(self: dask_run._StagedDataset):  # noqa: ANN202
+    def failing_chunks(self: dask_output.StagedDataset):  # noqa: ANN202
         yield next(real_chunks(self))  # one real part arrives, then the storage fails
         raise OSError("connection to the object store lost")
 
-    monkeypatch.setattr(dask_run._StagedDataset, "chunks", failing_chunks)
+    monkeypatch.setattr(dask_output.StagedDataset, "chunks", failing_chunks)
     with pytest.raises(OSError, match="object store lost"):
-        dask_run.run_on_dask(_config(tmp_path, data["single"], "dask", num_clusters=4,
+        _run_on_dask(_config(tmp_path, data["single"], "dask", num_clusters=4,
                                      output_table="out.labelled"),
                              client, input_path=str(data["dataset"]), output_path=str(out))
     assert _duckdb_rows(tmp_path / "store.duckdb", "out.labelled") == table_before
@@ -291,9 +300,9 @@ def test_a_failing_partition_leaves_a_new_table_unwritten(
     tmp_path: Path, data: dict[str, Path], client: distributed.Client,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(dask_run, "_label_partition", _fails_in_the_second_half)
+    monkeypatch.setattr(dask_output, "label_partition", _fails_in_the_second_half)
     with pytest.raises(RuntimeError, match="worker lost"):
-        dask_run.run_on_dask(_config(tmp_path, data["single"], "dask", num_clusters=3,
+        _run_on_dask(_config(tmp_path, data["single"], "dask", num_clusters=3,
                                      output_table="out.labelled"),
                              client, input_path=str(data["dataset"]), output_path=None)
     store = tmp_path / "store.duckdb"
@@ -307,7 +316,7 @@ def test_a_failing_partition_leaves_a_new_table_unwritten(
 def test_nothing_to_write_is_a_usage_error(tmp_path: Path, data: dict[str, Path],
                                            client: distributed.Client) -> None:
     with pytest.raises(UsageError, match="give --dask-output or --output-table"):
-        dask_run.run_on_dask(_config(tmp_path, data["single"], "dask"), client,
+        _run_on_dask(_config(tmp_path, data["single"], "dask"), client,
                              input_path=str(data["dataset"]), output_path=None)
 
 
@@ -319,15 +328,15 @@ def test_reuse_stable_ids_and_drift_as_on_one_machine(
 ) -> None:
     values = {**SETTINGS["sampled"], "model_name": "m"}
     first_out, second_out, reuse_out = (tmp_path / n for n in ("first", "second", "reused"))
-    first = dask_run.run_on_dask(_config(tmp_path, data["single"], "dask1", **values), client,
+    first = _run_on_dask(_config(tmp_path, data["single"], "dask1", **values), client,
                                  input_path=str(data["dataset"]), output_path=str(first_out))
     # a refit under the same model name keeps every cluster's id
-    second = dask_run.run_on_dask(_config(tmp_path, data["single"], "dask2", **values), client,
+    second = _run_on_dask(_config(tmp_path, data["single"], "dask2", **values), client,
                                   input_path=str(data["dataset"]), output_path=str(second_out))
     assert second["cluster_ids"]["matched"] is True
     assert second["cluster_ids"]["kept"] == list(range(first["chosen_k"]))
     # reuse: no fit, the saved centroids label the rows, drift is reported
-    reused = dask_run.run_on_dask(
+    reused = _run_on_dask(
         _config(tmp_path, data["single"], "dask3", **values, force_refit=False), client,
         input_path=str(data["dataset"]), output_path=str(reuse_out))
     assert reused["refit"] is False and "k_search" not in reused
@@ -351,7 +360,7 @@ def test_reuse_stable_ids_and_drift_as_on_one_machine(
 def test_reuse_refuses_a_dataset_without_the_model_columns(
     tmp_path: Path, data: dict[str, Path], client: distributed.Client
 ) -> None:
-    dask_run.run_on_dask(_config(tmp_path, data["single"], "dask", num_clusters=3,
+    _run_on_dask(_config(tmp_path, data["single"], "dask", num_clusters=3,
                                  model_name="m"), client,
                          input_path=str(data["dataset"]), output_path=str(tmp_path / "o1"))
     folder = tmp_path / "narrow"
@@ -359,7 +368,7 @@ def test_reuse_refuses_a_dataset_without_the_model_columns(
     pq.write_table(pq.read_table(data["single"]).drop_columns(["annual_spend"]),
                    folder / "part-0.parquet")
     with pytest.raises(InputDataError, match="column 'annual_spend' used by the saved model"):
-        dask_run.run_on_dask(_config(tmp_path, data["single"], "dask", model_name="m",
+        _run_on_dask(_config(tmp_path, data["single"], "dask", model_name="m",
                                      force_refit=False), client,
                              input_path=str(folder), output_path=str(tmp_path / "o2"))
     assert not (tmp_path / "o2").exists()
@@ -370,7 +379,7 @@ def test_prefer_stable_chooses_as_on_one_machine(
 ) -> None:
     values = {**SETTINGS["sampled"], "prefer_stable": True}
     reference = run(_config(tmp_path, data["single"], "single", **values))
-    summary = dask_run.run_on_dask(_config(tmp_path, data["single"], "dask", **values), client,
+    summary = _run_on_dask(_config(tmp_path, data["single"], "dask", **values), client,
                                    input_path=str(data["dataset"]),
                                    output_path=str(tmp_path / "o"))
     assert summary["chosen_k"] == reference.chosen_k
@@ -386,7 +395,7 @@ def test_silhouette_of_the_final_fit_is_measured_against_every_row(
     from sklearn.metrics import silhouette_score
 
     out = tmp_path / "o"
-    summary = dask_run.run_on_dask(
+    summary = _run_on_dask(
         _config(tmp_path, data["single"], "dask", model_name="m", **SETTINGS["sampled"]),
         client, input_path=str(data["dataset"]), output_path=str(out))
     estimate = summary["silhouette"]["all_rows"]
@@ -438,7 +447,7 @@ def test_labelled_rows_and_audience_on_treasure_data(
                 "cdp_endpoint": cdp.endpoint, "export_feature_importance": "importance",
             })
             environ = {"TD_API_KEY": apikey, "TD_API_SERVER": td.endpoint}
-            summary = dask_run.run_on_dask(config, client, input_path=str(folder),
+            summary = _run_on_dask(config, client, input_path=str(folder),
                                            output_path=None, environ=environ)
         written = td.read_table("shop", "segments")
         assert len(written) == rows
@@ -465,14 +474,14 @@ def test_output_must_not_overlap_the_input_or_other_files(
     dataset = data["dataset"]
     for output in (dataset, dataset.parent, dataset / "labelled"):
         with pytest.raises(UsageError, match="overlaps the input dataset"):
-            dask_run.run_on_dask(config, client, input_path=str(dataset),
+            _run_on_dask(config, client, input_path=str(dataset),
                                  output_path=str(output))
     folder = tmp_path / "reports"
     folder.mkdir()
     (folder / "notes.txt").write_text("keep me")
     with pytest.raises(UsageError, match=r"holds 'notes.txt', which is not part of an earlier "
                                          r"autoseg output"):
-        dask_run.run_on_dask(config, client, input_path=str(dataset), output_path=str(folder))
+        _run_on_dask(config, client, input_path=str(dataset), output_path=str(folder))
     assert (folder / "notes.txt").read_text() == "keep me"
     # Parquet files that are not an earlier output's parts are not ours to replace either
     lake = tmp_path / "lake"
@@ -483,7 +492,7 @@ def test_output_must_not_overlap_the_input_or_other_files(
     pq.write_table(pa.table({"x": [1]}), mine / "important.parquet")
     for folder, shown in ((lake, "orders/part.0.parquet"), (mine, "important.parquet")):
         with pytest.raises(UsageError, match=f"holds '{shown}'"):
-            dask_run.run_on_dask(config, client, input_path=str(dataset),
+            _run_on_dask(config, client, input_path=str(dataset),
                                  output_path=str(folder))
     assert (lake / "orders" / "part.0.parquet").exists() and (mine / "important.parquet").exists()
     assert len(list(dataset.glob("*.parquet"))) == PARTITIONS
@@ -497,9 +506,9 @@ def test_append_with_a_dataset_output_is_refused(
                      output_mode="append")
     with pytest.raises(UsageError, match="--output-mode=append adds rows to --output-table "
                                          "only"):
-        dask_run.run_on_dask(config, client, input_path=str(data["dataset"]),
+        _run_on_dask(config, client, input_path=str(data["dataset"]),
                              output_path=str(tmp_path / "o"))
-    summary = dask_run.run_on_dask(config, client, input_path=str(data["dataset"]),
+    summary = _run_on_dask(config, client, input_path=str(data["dataset"]),
                                    output_path=None)  # the table alone may be appended to
     assert summary["outputs"]["output_table"] == "out.t"
 
@@ -508,7 +517,7 @@ def test_gpu_without_a_gpu_is_refused_as_on_one_machine(
     tmp_path: Path, data: dict[str, Path], client: distributed.Client
 ) -> None:
     with pytest.raises(UsageError, match="--device=gpu: no usable GPU"):
-        dask_run.run_on_dask(_config(tmp_path, data["single"], "dask", device="gpu"), client,
+        _run_on_dask(_config(tmp_path, data["single"], "dask", device="gpu"), client,
                              input_path=str(data["dataset"]), output_path=str(tmp_path / "o"))
 
 
@@ -530,7 +539,7 @@ def test_files_with_different_schemas_are_refused_before_any_work(
         pq.write_table(table.slice(0, 150), folder / "part-0.parquet")
         pq.write_table(second, folder / "part-1.parquet")
         with pytest.raises(InputDataError, match=message):
-            dask_run.run_on_dask(config, client, input_path=str(folder),
+            _run_on_dask(config, client, input_path=str(folder),
                                  output_path=str(tmp_path / f"out-{name}"))
         assert not (tmp_path / f"out-{name}").exists()
 
@@ -552,7 +561,7 @@ def test_datasets_written_by_dask_and_hive_partitions(
                      output_table="out.t")
     for folder in (written, hive):
         out = tmp_path / f"{folder.name}-out"
-        dask_run.run_on_dask(config, client, input_path=str(folder), output_path=str(out))
+        _run_on_dask(config, client, input_path=str(folder), output_path=str(out))
         result = pq.read_table(out)
         assert result.num_rows == 600
         assert "__null_dask_index__" not in result.column_names
@@ -568,7 +577,7 @@ def test_table_rows_keep_the_input_order_with_many_partitions(
     table = to_arrow(make_customers(1200)[0])
     for i in range(12):  # part-00 .. part-11: "part.10" sorts before "part.2" as text
         pq.write_table(table.slice(i * 100, 100), folder / f"part-{i:02d}.parquet")
-    dask_run.run_on_dask(_config(tmp_path, tmp_path / "x.parquet", "dask", num_clusters=3,
+    _run_on_dask(_config(tmp_path, tmp_path / "x.parquet", "dask", num_clusters=3,
                                  output_table="out.t"), client,
                          input_path=str(folder), output_path=str(tmp_path / "o"))
     ids = _duckdb_rows(tmp_path / "store.duckdb", "out.t").column("customer_id").to_pylist()
@@ -579,8 +588,8 @@ def test_missing_counts_are_exact_when_the_profile_reads_a_sample(
     tmp_path: Path, data: dict[str, Path], client: distributed.Client,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(dask_run, "DESCRIBE_ROWS", 1000)  # describe 1000 of the 4000 rows
-    summary = dask_run.run_on_dask(_config(tmp_path, data["single"], "dask", num_clusters=3),
+    monkeypatch.setattr(sampling, "DESCRIBE_ROWS", 1000)  # describe 1000 of the 4000 rows
+    summary = _run_on_dask(_config(tmp_path, data["single"], "dask", num_clusters=3),
                                    client, input_path=str(data["dataset"]),
                                    output_path=str(tmp_path / "o"))
     truth = pq.read_table(data["single"]).to_pandas().isna().sum()
@@ -592,10 +601,10 @@ def test_missing_counts_are_exact_when_the_profile_reads_a_sample(
 
 
 def test_all_rows_silhouette_points_are_capped_on_large_tables() -> None:
-    assert dask_run.all_rows_silhouette_points(4_000) == 2_000
-    assert dask_run.all_rows_silhouette_points(2_000_000) == 2_000
-    assert dask_run.all_rows_silhouette_points(4_000_000) == 1_000
-    assert dask_run.all_rows_silhouette_points(100_000_000) == 500
+    assert all_rows_silhouette_points(4_000) == 2_000
+    assert all_rows_silhouette_points(2_000_000) == 2_000
+    assert all_rows_silhouette_points(4_000_000) == 1_000
+    assert all_rows_silhouette_points(100_000_000) == 500
 
 
 def test_inputs_dask_reads_are_read_like_dask(tmp_path: Path, client: distributed.Client) -> None:
@@ -616,7 +625,7 @@ def test_inputs_dask_reads_are_read_like_dask(tmp_path: Path, client: distribute
     config = _config(tmp_path, tmp_path / "x.parquet", "dask", num_clusters=3)
     for folder in (indexed, mixed):
         out = tmp_path / f"{folder.name}-out"
-        dask_run.run_on_dask(config, client, input_path=str(folder), output_path=str(out))
+        _run_on_dask(config, client, input_path=str(folder), output_path=str(out))
         result = pq.read_table(out)
         assert result.num_rows == 400
         assert sorted(result.column("customer_id").to_pylist()) == sorted(frame["customer_id"])
@@ -625,7 +634,7 @@ def test_inputs_dask_reads_are_read_like_dask(tmp_path: Path, client: distribute
     pq.write_table(table, broken / "a.parquet")
     (broken / "b.parquet").write_bytes(b"PAR1 not really parquet")
     with pytest.raises(InputDataError, match="cannot be read as Parquet"):
-        dask_run.run_on_dask(config, client, input_path=str(broken),
+        _run_on_dask(config, client, input_path=str(broken),
                              output_path=str(tmp_path / "broken-out"))
     assert not (tmp_path / "broken-out").exists()
 
@@ -643,7 +652,7 @@ def test_object_store_swap_failures_restore_the_previous_dataset(
     output = f"memory://seg-{tmp_path.name}/labelled"
     config = _config(tmp_path, data["single"], "dask", num_clusters=3,
                      output_table="out.labelled")
-    dask_run.run_on_dask(config, client, input_path=str(data["dataset"]), output_path=output)
+    _run_on_dask(config, client, input_path=str(data["dataset"]), output_path=output)
     root = output.removeprefix("memory:/")
     before = {key: fs.cat(key) for key in fs.find(root)}
     assert len(before) == PARTITIONS
@@ -661,20 +670,20 @@ def test_object_store_swap_failures_restore_the_previous_dataset(
     changed = _config(tmp_path, data["single"], "dask", num_clusters=4,
                       output_table="out.labelled")
     with pytest.raises(OSError, match="connection reset"):
-        dask_run.run_on_dask(changed, client, input_path=str(data["dataset"]),
+        _run_on_dask(changed, client, input_path=str(data["dataset"]),
                              output_path=output)
     assert {key: fs.cat(key) for key in fs.find(root)} == before
     monkeypatch.setattr(MemoryFileSystem, "copy", real_copy)
 
-    real_chunks = dask_run._StagedDataset.chunks
+    real_chunks = dask_output.StagedDataset.chunks
 
-    def failing_chunks(self: dask_run._StagedDataset):  # noqa: ANN202
+    def failing_chunks(self: dask_output.StagedDataset):  # noqa: ANN202
         yield next(real_chunks(self))  # the dataset is in place; the table write then fails
         raise OSError("store went away")
 
-    monkeypatch.setattr(dask_run._StagedDataset, "chunks", failing_chunks)
+    monkeypatch.setattr(dask_output.StagedDataset, "chunks", failing_chunks)
     with pytest.raises(OSError, match="store went away"):
-        dask_run.run_on_dask(changed, client, input_path=str(data["dataset"]),
+        _run_on_dask(changed, client, input_path=str(data["dataset"]),
                              output_path=output)
     assert {key: fs.cat(key) for key in fs.find(root)} == before
     leftovers = [k for k in fs.find(f"/seg-{tmp_path.name}") if ".tmp-" in k or ".old-" in k]

@@ -29,11 +29,18 @@ moto_server = pytest.importorskip("moto.server")
 import fsspec  # noqa: E402
 from sklearn.metrics import adjusted_rand_score  # noqa: E402
 
-from autoseg import dask_run  # noqa: E402
+from autoseg import pipeline  # noqa: E402
 from autoseg.config import RunConfig, build_config  # noqa: E402
+from autoseg.dask import output as dask_output  # noqa: E402
 from autoseg.demo import make_customers, to_arrow  # noqa: E402
 from autoseg.errors import InputDataError  # noqa: E402
 from autoseg.pipeline import run  # noqa: E402
+
+
+def _run_on_dask(*args: object, **kwargs: object):  # noqa: ANN202
+    """The summary of a Dask run on the test's client."""
+    return pipeline.run_on_dask(*args, **kwargs).summary  # type: ignore[arg-type]
+
 
 ROWS = 4000
 PARTITIONS = 4
@@ -140,7 +147,7 @@ def test_s3_dataset_in_and_out_matches_single_machine(
     tmp_path: Path, bucket: str, single: Path, client: distributed.Client
 ) -> None:
     reference = run(_config(tmp_path, single, "single", **FAST))
-    summary = dask_run.run_on_dask(_dask_config(tmp_path, bucket, **FAST), client,
+    summary = _run_on_dask(_dask_config(tmp_path, bucket, **FAST), client,
                                    input_path=f"s3://{bucket}/customers/",
                                    output_path=f"s3://{bucket}/segmented/")
 
@@ -167,7 +174,7 @@ def test_second_run_replaces_the_s3_dataset(
     tmp_path: Path, bucket: str, table: pa.Table, client: distributed.Client
 ) -> None:
     output = f"s3://{bucket}/segmented/"
-    dask_run.run_on_dask(_dask_config(tmp_path, bucket, num_clusters=3), client,
+    _run_on_dask(_dask_config(tmp_path, bucket, num_clusters=3), client,
                          input_path=f"s3://{bucket}/customers/", output_path=output)
     first = sorted(k for k in _objects(bucket) if k.startswith("segmented/"))
     assert len(first) == PARTITIONS
@@ -177,7 +184,7 @@ def test_second_run_replaces_the_s3_dataset(
     _upload(table, _fs(), f"{bucket}/customers2", 2)
     config = _config(tmp_path, f"s3://{bucket}/customers2/", "dask2", dask="local",
                      num_clusters=3)
-    summary = dask_run.run_on_dask(config, client, input_path=f"s3://{bucket}/customers2/",
+    summary = _run_on_dask(config, client, input_path=f"s3://{bucket}/customers2/",
                                    output_path=output)
     assert summary["partitions"] == 2
     second = sorted(k for k in _objects(bucket) if k.startswith("segmented/"))
@@ -208,9 +215,9 @@ def test_failure_while_writing_keeps_the_previous_s3_dataset(
             raise RuntimeError("worker lost")
         return frame.assign(cluster_id=np.ones(len(frame), dtype=np.int32))
 
-    monkeypatch.setattr(dask_run, "_label_partition", failing)
+    monkeypatch.setattr(dask_output, "label_partition", failing)
     with pytest.raises(RuntimeError, match="worker lost"):
-        dask_run.run_on_dask(_dask_config(tmp_path, bucket, num_clusters=3), client,
+        _run_on_dask(_dask_config(tmp_path, bucket, num_clusters=3), client,
                              input_path=f"s3://{bucket}/customers/",
                              output_path=f"s3://{bucket}/segmented/")
     assert _objects(bucket) == before  # same keys, same contents
@@ -222,7 +229,7 @@ def test_failure_while_writing_keeps_the_previous_s3_dataset(
 def _missing_input_error(tmp_path: Path, bucket: str, client: distributed.Client,
                          missing: str) -> str:
     with pytest.raises(InputDataError) as caught:
-        dask_run.run_on_dask(_dask_config(tmp_path, bucket, num_clusters=3), client,
+        _run_on_dask(_dask_config(tmp_path, bucket, num_clusters=3), client,
                              input_path=missing, output_path=f"s3://{bucket}/segmented/")
     assert not any(key.startswith(("segmented", ".segmented")) for key in _objects(bucket))
     return str(caught.value)

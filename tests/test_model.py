@@ -13,7 +13,7 @@ from autoseg.model import SegmentationModel
 
 def _model(k: int) -> SegmentationModel:
     frame = pd.DataFrame({"a": np.arange(50.0), "b": np.arange(50.0) % 7})
-    spec = fit_features(frame, [], 0)
+    spec = fit_features(frame, ())
     centroids = np.zeros((k, len(spec.matrix_columns)), dtype=np.float32)
     return SegmentationModel(spec=spec, centroids=centroids, projection=None, k=k,
                              fingerprint={"rows": 50})

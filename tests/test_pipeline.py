@@ -233,11 +233,12 @@ def test_refit_keeps_cluster_ids_and_reuse_reports_drift(tmp_path: Path) -> None
 
 def test_summary_json_is_strict_json(tmp_path: Path) -> None:
     """NaN (a cluster without a sampled point) is written as null, never as a bare NaN."""
-    from autoseg.pipeline import _write_json_atomically
+    from autoseg.summary import json_safe
 
-    path = _write_json_atomically(tmp_path / "summary.json", {
+    path = tmp_path / "summary.json"
+    path.write_text(json.dumps(json_safe({
         "per_cluster": [0.5, float("nan"), np.float32("nan")], "score": np.float64("inf"),
-        "nested": {"ok": 1.5}})
+        "nested": {"ok": 1.5}}), allow_nan=False))
 
     def refuse(constant: str) -> None:
         raise ValueError(f"not strict JSON: {constant}")

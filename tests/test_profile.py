@@ -6,7 +6,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from autoseg import profile as profile_module
 from autoseg.profile import profile_table
 
 
@@ -34,11 +33,12 @@ def test_hidden_contents_leave_out_row_values() -> None:
     assert spend["median"] == pytest.approx(3.0)  # aggregates stay
 
 
-def test_large_tables_are_profiled_on_a_sample(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(profile_module, "SAMPLE_ROWS", 100)
+def test_a_sample_is_profiled_with_the_whole_tables_counts() -> None:
     frame = pd.DataFrame({"x": np.arange(1000.0), "y": [None] * 10 + ["v"] * 990})
-    result = profile_table(frame)
+    sample = frame.iloc[::10]
+    result = profile_table(sample, rows=len(frame), missing=frame.isna().sum().to_dict())
     assert result["sampled_rows"] == 100
+    assert result["rows"] == 1000
     x, y = result["column_profiles"]
     assert y["missing"] == 10  # counted on every row
     assert x["distinct"] == 100  # from the sample

@@ -33,7 +33,6 @@ from autoseg.errors import (
     EXIT_USAGE,
     AutosegError,
     Interrupted,
-    UsageError,
 )
 from autoseg.logs import configure_logging
 
@@ -192,41 +191,10 @@ def version_command() -> None:
     typer.echo(__version__)
 
 
-def _execute_on_dask(config: RunConfig) -> None:
-    """Run on a Dask cluster (autoseg[dask]); the summary is printed from the result dict."""
-    try:
-        from autoseg.dask_run import client_from_options, default_output_path, run_on_dask
-    except ImportError as exc:
-        raise UsageError(
-            f"--dask/--dask-scheduler need Dask ({exc.name} is not installed): "
-            "pip install 'autoseg[dask]'"
-        ) from None
-    configure_logging(config.log_format)
-    client = client_from_options(config.dask_scheduler, config.dask == "local",
-                                 config.dask_workers)
-    try:
-        # With --output-table the rows go to the table; a dataset only when asked for.
-        output = config.dask_output or (None if config.output_table
-                                        else default_output_path(config.input_table))
-        summary = run_on_dask(config, client, input_path=config.input_table,
-                              output_path=output, environ=os.environ)
-    finally:
-        cluster = getattr(client, "cluster", None)  # None when connected to a remote scheduler
-        client.close()
-        if cluster is not None:
-            cluster.close()
-    from autoseg.summary_console import print_summary
-
-    print_summary(summary)
-
-
 def _execute(config: RunConfig) -> None:
+    """Run (on one machine or on Dask: the pipeline picks the engine) and print the summary."""
     from autoseg.pipeline import run
     from autoseg.summary_console import print_run_summary
-
-    if config.on_dask:
-        _execute_on_dask(config)
-        return
 
     interactive = sys.stderr.isatty() and config.log_format == "text"
     # On a terminal a spinner names the running stage and only warnings are logged; in a

@@ -48,7 +48,6 @@ MAX_LEVELS = 20
 MIN_COVERAGE = 0.5  # a category whose kept levels cover less than this is left out
 NEAR_UNIQUE_RATIO = 0.5
 FREE_TEXT_MEAN_LENGTH = 30
-FIT_SAMPLE_ROWS = 200_000
 OTHER_LEVEL = "other"
 MISSING_LEVEL = "missing"
 # Two rows that differ in a binary or categorical column are this far apart in the prepared space.
@@ -225,19 +224,18 @@ def _fold_levels(series: pd.Series, levels: list[str]) -> pd.Series:
     return pd.Series(pd.Categorical(folded, categories=levels), index=series.index)
 
 
-def fit_features(
-    frame: pd.DataFrame, ignore_columns: tuple[str, ...] = ("time",), seed: int = 0
-) -> FeatureSpec:
+def fit_features(frame: pd.DataFrame, ignore_columns: tuple[str, ...] = ("time",)) -> FeatureSpec:
     """Decide the role of every column and fit the scaling.
 
     Parameters
     ----------
     frame
-        The input table.
+        The rows to fit on: the whole table, or the run's feature-fit sample of a large one
+        (``autoseg.sampling.plan_rows``; at most ``sampling.FEATURE_FIT_ROWS`` rows). Column
+        decisions (type, "unique integer row id") and the scaling are made on these rows, so
+        both engines make the same decisions from the same rows.
     ignore_columns
         Columns left out of clustering (they are still copied to the output).
-    seed
-        Seed of the row sample used to fit the scaling of large tables.
 
     Returns
     -------
@@ -250,16 +248,13 @@ def fit_features(
         When no column is left to cluster on.
     """
     spec = FeatureSpec(input_dtypes={str(c): str(frame[c].dtype) for c in frame.columns})
-    sample = frame
-    if len(frame) > FIT_SAMPLE_ROWS:
-        sample = frame.sample(FIT_SAMPLE_ROWS, random_state=seed)
     ignored = set(ignore_columns)
     for name in frame.columns:
         column = str(name)
         if column in ignored:
             spec.dropped.append(DroppedColumn(column, "in ignore_columns"))
             continue
-        decision = _fit_column(column, frame[name], sample[name])
+        decision = _fit_column(column, frame[name], frame[name])
         if isinstance(decision, DroppedColumn):
             spec.dropped.append(decision)
         elif isinstance(decision, NumericFeature):

@@ -1,108 +1,89 @@
-"""The whole run: read, profile, prepare, reduce, choose k, assign, explain, write.
+"""The run skeleton: the order of a run, written once for both engines.
 
-``run(config) -> RunResult`` is the library's entry point; the CLI is a thin shell over it.
-Everything is computed before anything is written, and the writes are ordered so a failure
-leaves existing outputs as they were: tables in one transaction first, then the model and the
-run summary, each swapped into place by a rename.
+``run(config) -> RunResult`` is the library's entry point (the CLI is a thin shell over it). It
+picks the row engine (:class:`autoseg.local.LocalEngine` on one machine,
+:class:`autoseg.dask.engine.DaskEngine` on a Dask cluster) and drives it through one order:
+
+1. pre-flight: every output location checked, the saved model loaded, credentials checked;
+2. read the input and check it (:mod:`autoseg.checks`);
+3. draw every row set once (:mod:`autoseg.sampling`);
+4. profile; fit (features, PCA, k search, stability, all-rows refit, stable ids) or reuse;
+5. count the clusters over every row; describe them from the describe sample;
+6. build the summary; stage the model, the summary and the report beside their targets;
+7. write the tables (one all-or-nothing transaction), then only renames are left;
+8. the CDP audience, and the summary and report again with its result.
+
+A failure before step 7 leaves every existing output as it was.
 """
 
 from __future__ import annotations
 
-import csv
-import dataclasses
-import json
+import contextlib
 import logging
 import os
-import tempfile
-import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 
-from autoseg import __version__
-from autoseg.audience import CDPClient, cdp_client_from_environment, sync_audience
+from autoseg.atomic import StagedFile, stage_file
+from autoseg.audience import CDPClient, cdp_client_from_environment
 from autoseg.backend import Backend, select_backend
+from autoseg.checks import check_input, check_output_table
 from autoseg.config import RunConfig
-from autoseg.drift import drift_report, reference_profile
-from autoseg.errors import InputDataError, UsageError
-from autoseg.explain import Explanation, explain_clusters
+from autoseg.describe import Description, describe_clusters, explanation_summary
+from autoseg.engine import Engine, InputInfo
+from autoseg.errors import UsageError
+from autoseg.explain import Explanation
 from autoseg.features import FeatureSpec, fit_features
-from autoseg.io import TableStore, TableWrite, open_store
-from autoseg.io.files import read_file
-from autoseg.matching import match_clusters
-from autoseg.model import SegmentationModel, StagedModel, data_fingerprint
+from autoseg.fitting import search_candidates, search_summary, stability_stage, stable_ids
+from autoseg.io import TableStore, open_store
+from autoseg.local import LocalEngine
+from autoseg.model import SegmentationModel, StagedModel
 from autoseg.names import TableName, parse_table_name
+from autoseg.outputs import stage_model, sync_audiences, table_writes
 from autoseg.profile import profile_table
 from autoseg.reduce import Projection, fit_projection
-from autoseg.report import write_report
-from autoseg.rules import ClusterRule, cluster_rules, rules_to_cdp
-from autoseg.search import (
-    SearchResult,
-    nearest_centroid_with_distance,
-    refit_on_all_rows,
-    search_k,
+from autoseg.report.html import render_report
+from autoseg.sampling import (
+    RowSets,
+    all_rows_silhouette_points,
+    plan_rows,
+    projection_positions,
+    sample_positions,
 )
-from autoseg.segments import profile_clusters
-from autoseg.stability import choose_stable_k, stability_by_k
+from autoseg.search import SearchResult, nearest_centroid_with_distance
+from autoseg.silhouette import SilhouetteScore
+from autoseg.summary import RunSummary
+from autoseg.timing import Timer
 
 if TYPE_CHECKING:
-    from autoseg.io import RowChunks
+    from distributed import Client
 
 log = logging.getLogger(__name__)
 
-CLUSTER_COLUMN = "cluster_id"
-STABILITY_ROWS = 8_000  # evaluation sample of the stability refits
-STABILITY_RESTARTS = 2
-LOW_FIDELITY = 0.8  # below this hold-out accuracy the explanations carry a warning
-PROJECTION_ROWS = 5000
-DESCRIBE_ROWS = 200_000  # rows read by explanations, profiles, rules and drift
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
-_VERSIONED_PACKAGES = ("numpy", "pandas", "scikit-learn", "duckdb", "pyarrow", "xgboost")
 
 
 @dataclass
 class RunResult:
     """What a run produced."""
 
-    labels: np.ndarray
     chosen_k: int
     search: SearchResult | None
-    summary: dict[str, Any]
+    summary: RunSummary
     summary_path: Path
     output_table: str | None
     model_path: Path | None
+    labels: np.ndarray | None = None  # every row's cluster id (one machine only)
     timings: dict[str, float] = field(default_factory=dict)
     explanation: Explanation | None = None
     projection_2d: dict[str, Any] | None = None
-
-
-class _Timer:
-    """Wall time per stage, for the summary."""
-
-    def __init__(self, on_stage: Callable[[str], None] | None = None) -> None:
-        self.seconds: dict[str, float] = {}
-        self.on_stage = on_stage
-
-    @contextmanager
-    def stage(self, name: str) -> Iterator[None]:
-        started = time.perf_counter()
-        log.info("stage %s started", name)
-        if self.on_stage is not None:
-            self.on_stage(name)
-        try:
-            yield
-        finally:
-            self.seconds[name] = round(time.perf_counter() - started, 4)
-            log.info("stage %s took %.2fs", name, self.seconds[name])
 
 
 def run(
@@ -116,7 +97,7 @@ def run(
     Parameters
     ----------
     config
-        The validated run configuration.
+        The validated run configuration; ``--dask``/``--dask-scheduler`` run it on Dask.
     on_stage
         Called with a stage's name when it starts (the CLI shows it as progress).
     environ
@@ -133,622 +114,398 @@ def run(
     AutosegError
         Subclasses for user-fixable problems, each with a one-line message.
     """
-    timer = _Timer(on_stage)
     backend = select_backend(config.device)
-    _check_output_dir(config.output_dir)
-    store = open_store(config.store, environ, config.td_engine)
-    try:
-        # Credentials and the CDP endpoint are checked before any work starts.
-        cdp = (cdp_client_from_environment(environ or {}, config.cdp_endpoint)
-               if config.audience_enabled else None)
-        return _run(config, store, cdp, backend, timer)
-    finally:
-        store.close()
-
-
-def _run(
-    config: RunConfig, store: TableStore, cdp: CDPClient | None, backend: Backend,
-    timer: _Timer,
-) -> RunResult:
-    output_name = parse_table_name(config.output_table, "--output-table") if config.output_table \
-        else None
-    saved_model: SegmentationModel | None = None
-    if not config.force_refit:
-        assert config.model_name is not None  # checked in config
-        saved_model = SegmentationModel.load(config.model_dir / config.model_name,
-                                             config.model_name)
-
-    with timer.stage("read"):
-        source = _read_input(config, store)
-        _check_column_names(source.column_names)
-        # pandas for the numerics; the Arrow table is what gets written back, so every input
-        # column keeps its exact type and values in the output.
-        frame = source.to_pandas()
-    _check_input(frame, config, saved_model)
-    if output_name is not None:
-        store.check_columns(output_name, [*source.column_names, CLUSTER_COLUMN])
-        _check_output_table(store, output_name, frame, config.output_mode)
-
-    with timer.stage("profile"):
-        profile = profile_table(frame, config.hide_table_contents, config.seed)
-
-    search: SearchResult | None = None
-    projection = None
-    if saved_model is None:
-        with timer.stage("features"):
-            spec = fit_features(frame, config.ignore_columns, config.seed)
-            matrix, imputed = spec.transform(frame)
-        with timer.stage("reduce"):
-            projection = fit_projection(matrix, config.dimension_reduction_threshold,
-                                        config.seed, backend)
-            if projection is not None:
-                log.info("reduced %d prepared columns to %d PCA components (%.0f%% variance)",
-                         matrix.shape[1], projection.components.shape[0],
-                         100 * projection.explained_variance_ratio)
-                matrix = projection.transform(matrix)
-        n_rows = matrix.shape[0]
-        sampled = search_is_sampled(config, n_rows)
-        with timer.stage("search"):
-            # Restarts and silhouettes are affordable on a sample; the chosen k is then fitted
-            # on every row below. Small tables are searched whole.
-            search_rows = (_sample_rows(n_rows, config.search_sample_size, config.seed)
-                           if sampled else None)
-            search_x = matrix if search_rows is None else matrix[search_rows]
-            search = search_candidates(search_x, n_rows, config, backend)
-        _stability_stage(search, search_x, config, timer)
-        centroids = search.centroids
-        if sampled:
-            with timer.stage("fit_all_rows"):
-                centroids, inertia = refit_on_all_rows(matrix, centroids, config.seed, backend)
-                log.info("k=%d refitted on all %d rows (inertia %.6g)", search.chosen_k,
-                         n_rows, inertia)
-        centroids, id_matching = _stable_ids(config, spec, projection, centroids)
-        model = SegmentationModel(
-            spec=spec, centroids=centroids, projection=projection, k=search.chosen_k,
-            fingerprint=data_fingerprint(frame),
-        )
-        with timer.stage("assign"):
-            labels, distances = _assign(matrix, model.centroids, backend)
-    else:
-        model = saved_model
-        spec = model.spec
-        id_matching = None
-        with timer.stage("features"):
-            matrix, imputed = model.prepare(frame)
-        with timer.stage("assign"):
-            labels, distances = _assign(matrix, model.centroids, backend)
-        log.info("reused saved model %r (k=%d); no fitting", config.model_name, model.k)
-
-    with timer.stage("explain"):
-        # Explanations, profiles, rules and drift read a uniform sample of at most
-        # DESCRIBE_ROWS rows: means and shares from 200,000 rows are within about 0.01
-        # standard deviations of the whole table's, and at 1M rows this halves the stage
-        # (measured: 5.6 s -> under 3 s); a readable copy of a 10M-row table would also cost
-        # 800 MB. Cluster sizes stay exact (counted from all labels).
-        rows = _sample_rows(len(frame), DESCRIBE_ROWS, config.seed)
-        exact_sizes = np.bincount(labels, minlength=model.k)
-        described = describe_clusters(
-            frame if rows is None else frame.iloc[rows],
-            labels if rows is None else labels[rows],
-            distances if rows is None else distances[rows],
-            exact_sizes, model, config, reused=saved_model is not None,
-            xgboost_device=backend.xgboost_device,
-        )
-        explanation = described.explanation
-        profiles = described.profiles
-        projection_2d = _projection_sample(matrix, labels, config.seed)
-
-    sizes = exact_sizes.tolist()
-    summary = _summary(config, frame, spec, profile, imputed, search, model, sizes, labels,
-                       backend, timer,
-                       _explanation_summary(explanation, described.explanation_note))
-    summary["clusters"] = profiles
-    if id_matching is not None:
-        summary["cluster_ids"] = id_matching
-    if described.drift is not None:
-        summary["drift"] = described.drift
-
-    with timer.stage("write"):
-        labelled = (source.append_column(CLUSTER_COLUMN, pa.array(labels, type=pa.int32()))
-                    if output_name is not None else None)
-        writes = table_writes(config, output_name, labelled, described)
-        # The model's files are written first (what can fail for ordinary reasons); after the
-        # tables only its renames are left.
-        staged_model = (stage_model(model, config, explanation)
-                        if config.model_name and saved_model is None else None)
+    if config.on_dask:
         try:
-            if writes:
-                store.write_tables(writes)
-        except BaseException:
-            if staged_model is not None:
-                staged_model.discard()
-            raise
-        model_path = staged_model.commit() if staged_model is not None else None
-    if cdp is not None and output_name is not None:
-        summary.update(sync_audiences(cdp, config, output_name, described, timer))
-    summary["timings_seconds"] = timer.seconds
-    summary["outputs"] = {
-        "output_table": str(output_name) if output_name else None,
-        "store": store.description,
-        "model": str(model_path) if model_path else None,
-        "summary": str(config.output_dir / SUMMARY_FILE),
-    }
-    summary["finished_at"] = datetime.now(UTC).isoformat(timespec="seconds")
-    summary["outputs"]["report"] = str(config.output_dir / REPORT_FILE)
-    summary_path = _write_json_atomically(config.output_dir / SUMMARY_FILE, summary)
-    with timer.stage("report"):
-        write_report(config.output_dir / REPORT_FILE, summary, projection_2d,
-                     config.hide_table_contents)
-    return RunResult(
-        labels=labels, chosen_k=model.k, search=search, summary=summary,
-        summary_path=summary_path, output_table=str(output_name) if output_name else None,
-        model_path=model_path, timings=timer.seconds, explanation=explanation,
-        projection_2d=projection_2d,
-    )
+            from autoseg.dask.engine import engine_from_config
+        except ImportError as exc:
+            raise UsageError(
+                f"--dask/--dask-scheduler need Dask ({exc.name} is not installed): "
+                "pip install 'autoseg[dask]'"
+            ) from None
+        engine: Engine = engine_from_config(config, backend)
+    else:
+        engine = LocalEngine(config, backend)
+    return run_with_engine(config, engine, backend, on_stage=on_stage, environ=environ)
 
 
-@dataclass
-class Description:
-    """What the describe stage found: explanation, per-cluster profiles and rules, drift."""
-
-    explanation: Explanation | None
-    explanation_note: str | None
-    profiles: list[dict[str, Any]]
-    rules: list[ClusterRule]
-    drift: dict[str, Any] | None
-
-
-def describe_clusters(
-    sample: pd.DataFrame, labels: np.ndarray, distances: np.ndarray, sizes: np.ndarray,
-    model: SegmentationModel, config: RunConfig, *, reused: bool, xgboost_device: str = "cpu",
-) -> Description:
-    """Explain, profile and describe every cluster from a bounded sample of labelled rows.
-
-    Shared by the single-machine run and the Dask run, so both describe clusters the same way.
+def run_on_dask(
+    config: RunConfig, client: Client, *, input_path: str, output_path: str | None,
+    environ: Mapping[str, str] | None = None, on_stage: Callable[[str], None] | None = None,
+) -> RunResult:
+    """Segment a partitioned Parquet dataset on the Dask cluster of ``client`` (not closed).
 
     Parameters
     ----------
-    sample
-        Input rows (at most ``DESCRIBE_ROWS``), as read.
-    labels, distances
-        Their cluster ids and distances to the assigned centroid.
-    sizes
-        Exact cluster sizes of the whole table (profiles report them, not the sample's).
-    model
-        The fitted or reused model; a new model gets the drift reference of this sample in
-        ``model.extra["reference"]``.
     config
-        The run configuration.
-    reused
-        Whether ``model`` is a saved model applied without refitting (then drift is reported
-        against its reference, when it has one).
-    xgboost_device
-        ``"cpu"`` or ``"cuda"`` for the surrogate explanation.
+        The validated run configuration (``input_path`` is read, not ``input_table``).
+    client
+        A connected ``distributed.Client``.
+    input_path
+        Partitioned Parquet dataset: a local folder or an fsspec URL (``s3://bucket/path/``).
+    output_path
+        Dataset for the labelled rows, or ``None`` when they go only to ``--output-table``.
+    environ, on_stage
+        As for :func:`run`.
 
     Returns
     -------
-    Description
-        Explanation (``None`` with a note when there is nothing to explain), profiles with
-        sizes, shares and rules, the rules, and the drift report of a reused model.
+    RunResult
+        As for :func:`run` (``labels`` is ``None``: they stay on the workers).
     """
-    readable = model.spec.readable(sample)
-    explanation, note = _explain_stage(readable, labels, model.k, config, xgboost_device)
-    kinds = {f.column: f.kind for f in model.spec.numeric}
-    profiles = profile_clusters(
-        readable, labels, model.k,
-        explanation.shap_by_cluster if explanation is not None else None,
-        config.hide_table_contents, kinds,
-    )
-    total = float(np.sum(sizes))
-    for cluster in profiles:
-        cluster["size"] = int(sizes[cluster["cluster_id"]])
-        cluster["share"] = float(sizes[cluster["cluster_id"]] / total)
-    rules = cluster_rules(readable, labels, model.k, seed=config.seed, kinds=kinds)
-    for rule in rules:
-        profiles[rule.cluster_id]["rule"] = _rule_summary(rule, config.hide_table_contents)
-    drift = None
-    if reused and "reference" in model.extra:
-        drift = drift_report(model.extra["reference"], readable, labels, distances)
-        for warning in drift.get("warnings", []):
-            log.warning("drift: %s", warning.get("message"))
-    else:
-        model.extra["reference"] = reference_profile(readable, labels, distances, model.k)
-    return Description(explanation, note, profiles, rules, drift)
+    from autoseg.dask.engine import DaskEngine
+
+    backend = select_backend(config.device)
+    engine = DaskEngine(config, client, input_path=input_path, output_path=output_path,
+                        backend=backend)
+    return run_with_engine(config, engine, backend, on_stage=on_stage, environ=environ)
 
 
-def table_writes(
-    config: RunConfig, output_name: TableName | None,
-    labelled: pa.Table | RowChunks | None, described: Description,
-) -> list[TableWrite]:
-    """Every table the run writes: the labelled rows (when an output table is named), the
-    requested exports and the segment-rules table, written together, all or nothing."""
-    writes: list[TableWrite] = []
-    if output_name is not None and labelled is not None:
-        writes.append(TableWrite(output_name, labelled, config.output_mode))
-    writes.extend(_export_writes(config, output_name, described.explanation))
-    if config.export_segment_rules:
-        writes.append(_rules_write(config, output_name, described.rules))
-    return writes
+def run_with_engine(
+    config: RunConfig, engine: Engine, backend: Backend, *,
+    on_stage: Callable[[str], None] | None = None, environ: Mapping[str, str] | None = None,
+) -> RunResult:
+    """The run on ``engine``: pre-flight, then the stages, then the writes (see the module).
+
+    The engine is closed when the run ends, also on failure.
+    """
+    try:
+        return _Run(config, engine, backend, Timer(on_stage), environ).execute()
+    finally:
+        engine.close()
 
 
-def stage_model(model: SegmentationModel, config: RunConfig,
-                explanation: Explanation | None) -> StagedModel:
-    """Write a newly fitted model (with its surrogate) beside its ``--model-name`` folder;
-    the caller commits it once the tables are written, or discards it."""
-    assert config.model_name is not None
-    surrogate = (explanation.booster.save_raw(raw_format="json")
-                 if explanation is not None else None)
-    return model.stage(config.model_dir / config.model_name, surrogate)
+def _store_needed(config: RunConfig) -> bool:
+    """Whether the run reads from or writes to ``--store``."""
+    reads = not config.on_dask and not config.input_is_file
+    writes = bool(config.output_table or config.export_feature_importance
+                  or config.export_shap_values or config.export_segment_rules)
+    return reads or writes
 
 
-def sync_audiences(cdp: CDPClient, config: RunConfig, output_name: TableName,
-                   described: Description, timer: _Timer) -> dict[str, Any]:
-    """Create or update the CDP audience (one segment per cluster; with ``--segment-rules``
-    also the rule segments); returns the summary entries ``audience`` (``audience_rules``)."""
-    found: dict[str, Any] = {}
-    with timer.stage("audience"):
-        audience = sync_audience(
-            cdp, audience_name=str(config.audience_name),
-            output_database=str(output_name.database), output_table=output_name.table,
-            rowid_column=str(config.rowid_column), foreign_key=str(config.foreign_key),
-            clusters=described.profiles,
-        )
-    found["audience"] = audience
-    if config.segment_rules:
-        with timer.stage("audience_rules"):
-            found["audience_rules"] = sync_audience(
-                cdp, audience_name=str(config.audience_name),
-                output_database=str(output_name.database), output_table=output_name.table,
-                rowid_column=str(config.rowid_column), foreign_key=str(config.foreign_key),
-                clusters=described.profiles, folder_name=f"autoseg rules: {output_name.table}",
-                rules={r.cluster_id: rules_to_cdp(r) for r in described.rules if r.conditions},
-                rule_attributes=_rule_attributes(described.rules),
-            )
-    log.info("audience %r: %d segments created, %d updated, %d removed",
-             config.audience_name, audience.get("created", 0), audience.get("updated", 0),
-             audience.get("deleted", 0))
-    return found
+def _load_saved_model(config: RunConfig) -> SegmentationModel | None:
+    """The model saved under ``--model-name``, or ``None`` when there is none yet.
 
-
-def search_is_sampled(config: RunConfig, n_rows: int) -> bool:
-    """Whether the k search runs on a sample: tables up to ``silhouette_exact_max_rows`` (and
-    ``search_sample_size``) are searched whole with exact silhouettes, larger ones on a uniform
-    sample of ``search_sample_size`` rows."""
-    return n_rows > max(config.silhouette_exact_max_rows, config.search_sample_size)
-
-
-def search_candidates(search_x: np.ndarray, n_rows: int, config: RunConfig,
-                      backend: Backend | None = None) -> SearchResult:
-    """The k search on ``search_x``: the whole table's prepared rows, or a uniform sample of a
-    table of ``n_rows`` rows (then the standard errors count that sampling too)."""
-    # --min-cluster-size counts rows of the whole table; the search may see a sample
-    min_rows = config.min_cluster_rows(n_rows)
-    return search_k(
-        search_x, _k_values(config, n_rows),
-        restarts=config.kmeans_restarts, seed=config.seed,
-        exact_max_rows=config.silhouette_exact_max_rows,
-        sample_size=config.silhouette_sample_size,
-        population_rows=n_rows if len(search_x) < n_rows else None,
-        min_cluster_size=int(np.ceil(min_rows * len(search_x) / n_rows)),
-        backend=backend,
-    )
-
-
-def search_summary(search: SearchResult) -> dict[str, Any]:
-    """The k search in the summary: every candidate, the choice and its reason, silhouettes."""
-    return {
-        "k_search": [c.as_dict() for c in search.candidates],
-        "chosen_reason": search.reason,
-        "silhouette": {
-            "exact": search.silhouette_exact,
-            "search_rows": len(search.labels),
-            "points_scored": search.silhouette_points,
-            "per_cluster": search.per_cluster_silhouette,
-        },
-    }
-
-
-def _explain_stage(
-    readable: pd.DataFrame, labels: np.ndarray, k: int, config: RunConfig,
-    device: str = "cpu",
-) -> tuple[Explanation | None, str | None]:
-    """Surrogate XGBoost, Gini importance and per-cluster SHAP; ``None`` with a reason when
-    the clustering cannot be explained (fewer than two non-empty clusters)."""
-    present = np.unique(labels)
-    if present.size < 2:
-        note = "only one non-empty cluster: nothing to explain"
-        log.warning("explanation skipped: %s", note)
-        return None, note
-    if present.size < k:
-        # A reused model may leave clusters empty; explain the clusters that exist.
-        remap = np.full(k, -1)
-        remap[present] = np.arange(present.size)
-        explanation = explain_clusters(readable, remap[labels], seed=config.seed, device=device)
-        table = explanation.shap_by_cluster.copy()
-        table["cluster_id"] = present[table["cluster_id"].to_numpy()]
-        explanation = dataclasses.replace(explanation, shap_by_cluster=table)
-    else:
-        explanation = explain_clusters(readable, labels, seed=config.seed, device=device)
-    if not np.isnan(explanation.fidelity) and explanation.fidelity < LOW_FIDELITY:
-        log.warning(
-            "explanation fidelity %.2f is low: the surrogate model reproduces the clusters "
-            "poorly, so read the explanations with care", explanation.fidelity,
-        )
-    return explanation, None
-
-
-def _explanation_summary(explanation: Explanation | None, note: str | None) -> dict[str, Any]:
-    if explanation is None:
-        return {"available": False, "note": note}
-    fidelity = None if np.isnan(explanation.fidelity) else float(explanation.fidelity)
-    return {
-        "available": True,
-        "fidelity": fidelity,
-        "low_fidelity_warning": fidelity is not None and fidelity < LOW_FIDELITY,
-        "n_train": explanation.n_train,
-        "n_holdout": explanation.n_holdout,
-        "n_shap_rows": explanation.n_shap_rows,
-        "rounds": explanation.n_rounds,
-        "device": explanation.device,
-        "feature_importance": explanation.feature_importance.to_dict(orient="records"),
-        "shap_by_cluster": explanation.shap_by_cluster.to_dict(orient="records"),
-    }
-
-
-def _export_writes(
-    config: RunConfig, output_name: TableName | None, explanation: Explanation | None
-) -> list[TableWrite]:
-    """Feature-importance and SHAP tables, named ``[dbname.]table`` (default: the output's db)."""
-    database = output_name.database if output_name else None
-    writes = []
-    for option, attribute in (("export_feature_importance", "feature_importance"),
-                              ("export_shap_values", "shap_by_cluster")):
-        target = getattr(config, option)
-        if not target:
-            continue
-        if explanation is None:
-            log.warning("--%s: no explanation to export; table not written",
-                        option.replace("_", "-"))
-            continue
-        name = parse_table_name(target, "--" + option.replace("_", "-"), database)
-        frame = getattr(explanation, attribute).reset_index(drop=True)
-        writes.append(TableWrite(name, frame, config.output_mode))
-    return writes
-
-
-def _sample_rows(n: int, limit: int, seed: int) -> np.ndarray | None:
-    """Sorted positions of a uniform sample of ``limit`` rows, or None when ``n <= limit``."""
-    if n <= limit:
+    A model that exists but cannot be read is an error here, before any work: treating it
+    as "no model" would renumber the clusters (and the CDP segments built on them).
+    """
+    if not config.model_name:
         return None
-    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))
+    directory = config.model_dir / config.model_name
+    if not config.force_refit or (directory / "model.json").exists():
+        return SegmentationModel.load(directory, config.model_name)
+    return None
+
+
+@dataclass
+class _Fit:
+    """What the fit (or reuse) stage produced."""
+
+    model: SegmentationModel
+    search: SearchResult | None
+    refit: dict[str, Any] | None
+    id_matching: dict[str, Any] | None
+
+
+class _Run:
+    """One run's state while the skeleton drives the engine through the stages."""
+
+    def __init__(self, config: RunConfig, engine: Engine, backend: Backend, timer: Timer,
+                 environ: Mapping[str, str] | None) -> None:
+        self.config = config
+        self.engine = engine
+        self.backend = backend
+        self.timer = timer
+        self.environ = environ
+        self.started_at = datetime.now(UTC).isoformat(timespec="seconds")
+        self.output_name: TableName | None = (
+            parse_table_name(config.output_table, "--output-table")
+            if config.output_table else None)
+        self.store: TableStore | None = None
+        self.cdp: CDPClient | None = None
+
+    # ------------------------------------------------------------------ the order of a run
+
+    def execute(self) -> RunResult:
+        config, engine, timer = self.config, self.engine, self.timer
+        previous = self._preflight()
+        try:
+            with timer.stage("read"):
+                info = engine.read(self.store)
+            saved = previous if not config.force_refit else None
+            check_input(info, engine, config, saved)
+            if self.output_name is not None:
+                assert self.store is not None
+                self.store.check_columns(self.output_name, [*info.columns, "cluster_id"])
+                check_output_table(self.store, self.output_name, info, config.output_mode)
+            rows = plan_rows(info.n_rows, config.seed,
+                             search_sample_size=config.search_sample_size,
+                             silhouette_exact_max_rows=config.silhouette_exact_max_rows)
+            return self._segment(info, rows, previous, saved)
+        finally:
+            if self.store is not None:
+                self.store.close()
+
+    def _preflight(self) -> SegmentationModel | None:
+        """Every output location and credential checked, before anything is read."""
+        config = self.config
+        _check_output_dir(config.output_dir)
+        self.engine.preflight()
+        previous = _load_saved_model(config)
+        if _store_needed(config):
+            self.store = open_store(config.store, self.environ, config.td_engine)
+        if config.audience_enabled:
+            self.cdp = cdp_client_from_environment(self.environ or {}, config.cdp_endpoint)
+        return previous
+
+    def _segment(self, info: InputInfo, rows: RowSets, previous: SegmentationModel | None,
+                 saved: SegmentationModel | None) -> RunResult:
+        config, engine, timer = self.config, self.engine, self.timer
+        prepared: Any = None
+        try:
+            if saved is None:
+                fit, prepared, imputed = self._fit(info, rows, previous)
+            else:
+                with timer.stage("features"):
+                    prepared, imputed = engine.prepare_all(saved.spec, saved.projection)
+                log.info("reused saved model %r (k=%d); no fitting", config.model_name, saved.k)
+                fit = _Fit(saved, None, None, None)
+            model = fit.model
+            with timer.stage("describe_sample"):
+                sample = engine.take(rows.describe)
+                sample_x, _ = model.prepare(sample)
+                labels, distances = self._assign(sample_x, model.centroids)
+            with timer.stage("assign"):
+                points = None
+                if fit.search is not None and rows.search_sampled and engine.all_rows_silhouette:
+                    chosen = sample_positions(len(sample_x),
+                                              all_rows_silhouette_points(info.n_rows),
+                                              config.seed)
+                    points = sample_x if chosen is None else sample_x[chosen]
+                sizes, all_rows = engine.count(prepared, model.centroids, points)
+        finally:
+            engine.release(prepared)
+            del prepared
+        with timer.stage("profile"):
+            profile = profile_table(sample, config.hide_table_contents, rows=info.n_rows,
+                                    missing=engine.missing_counts())
+        with timer.stage("explain"):
+            described = describe_clusters(sample, labels, distances, np.asarray(sizes), model,
+                                          config, reused=saved is not None,
+                                          xgboost_device=self.backend.xgboost_device)
+            projection_2d = _projection_sample(sample_x, labels, config.seed)
+        summary = self._summary(info, model, fit, imputed, profile, sizes, all_rows,
+                                described, len(sample))
+        return self._write(summary, model, fit, described, projection_2d)
+
+    def _fit(self, info: InputInfo, rows: RowSets, previous: SegmentationModel | None
+             ) -> tuple[_Fit, Any, dict[str, int]]:
+        """Features, PCA and the k search on the run's row sets, then every row."""
+        config, engine, timer = self.config, self.engine, self.timer
+        with timer.stage("features"):
+            spec = fit_features(engine.take(rows.features), config.ignore_columns)
+        with timer.stage("reduce"):
+            projection = self._fit_projection(spec, rows)
+        with timer.stage("search"):
+            # Restarts and silhouettes are affordable on a sample; the chosen k is then fitted
+            # on every row below. Small tables are searched whole.
+            search_x = _prepare(engine.take(rows.search), spec, projection)
+            search = search_candidates(search_x, info.n_rows, config, self.backend)
+        stability_stage(search, search_x, config, timer)
+        prepared, imputed = engine.prepare_all(spec, projection)
+        centroids = search.centroids
+        refit = None
+        if rows.search_sampled:
+            with timer.stage("fit_all_rows"):
+                centroids, refit = engine.fit_all_rows(prepared, centroids)
+            log.info("k=%d refitted on all %d rows (%s)", search.chosen_k, info.n_rows,
+                     refit.get("engine"))
+        centroids, id_matching = stable_ids(previous, spec, projection, centroids)
+        model = SegmentationModel(spec=spec, centroids=centroids, projection=projection,
+                                  k=search.chosen_k, fingerprint=engine.fingerprint())
+        return _Fit(model, search, refit, id_matching), prepared, imputed
+
+    def _fit_projection(self, spec: FeatureSpec, rows: RowSets) -> Projection | None:
+        config = self.config
+        if len(spec.matrix_columns) <= config.dimension_reduction_threshold:
+            return None
+        matrix, _ = spec.transform(self.engine.take(rows.pca))
+        projection = fit_projection(matrix, config.dimension_reduction_threshold, config.seed,
+                                    self.backend)
+        if projection is not None:
+            log.info("reduced %d prepared columns to %d PCA components (%.0f%% variance)",
+                     matrix.shape[1], projection.components.shape[0],
+                     100 * projection.explained_variance_ratio)
+        return projection
+
+    def _assign(self, x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest centroid and distance of the rows ``x``, on the backend's device."""
+        if self.backend.is_gpu:
+            return nearest_centroid_with_distance(self.backend.to_device(x, np.float32),
+                                                  centroids, xp=self.backend.xp)
+        return nearest_centroid_with_distance(x, centroids)
+
+    # ------------------------------------------------------------------ summary and writes
+
+    def _summary(self, info: InputInfo, model: SegmentationModel, fit: _Fit,
+                 imputed: dict[str, int], profile: dict[str, Any], sizes: list[int],
+                 all_rows: SilhouetteScore | None, described: Description,
+                 described_rows: int) -> RunSummary:
+        config, spec, n = self.config, model.spec, info.n_rows
+        explanation = explanation_summary(described.explanation, described.explanation_note)
+        facts = self.engine.facts()
+        summary = RunSummary(
+            parameters=config.public_dict(),
+            engine=self.engine.name,
+            input=info.description,
+            rows_read=n,
+            device=self.backend.describe(),
+            stages_device=self.backend.stage_devices(explain_device=explanation.get("device")),
+            columns_used=spec.used_columns,
+            columns_dropped=[{"column": d.column, "reason": d.reason} for d in spec.dropped],
+            prepared_columns=len(spec.matrix_columns),
+            values_imputed=imputed,
+            pca_components=(int(model.projection.components.shape[0])
+                            if model.projection is not None else None),
+            profile=profile,
+            refit=fit.search is not None,
+            chosen_k=model.k,
+            chosen_reason=(fit.search.reason if fit.search is not None
+                           else f"reused saved model {config.model_name!r}"),
+            cluster_sizes=list(sizes),
+            cluster_shares=[round(s / n, 6) for s in sizes],
+            explanation=explanation,
+            explanation_rows=described_rows,
+            clusters=described.profiles,
+            started_at=self.started_at,
+            fit_all_rows=fit.refit,
+            cluster_ids=fit.id_matching,
+            drift=described.drift,
+            partitions=facts.get("partitions"),
+            workers=facts.get("workers"),
+        )
+        if fit.search is not None:
+            found = search_summary(fit.search)
+            summary.k_search = found["k_search"]
+            summary.silhouette = found["silhouette"]
+            if all_rows is not None:
+                summary.silhouette["all_rows"] = {
+                    "score": all_rows.score, "stderr": all_rows.stderr,
+                    "points_scored": all_rows.n_points, "rows": n,
+                    "per_cluster": list(all_rows.per_cluster),
+                }
+        dataset = getattr(self.engine, "output_path", None)
+        summary.outputs = {
+            "output_table": str(self.output_name) if self.output_name else None,
+            "store": self.store.description if self.store is not None else None,
+            "dataset": dataset,
+            "model": (str(config.model_dir / config.model_name)
+                      if config.model_name and fit.search is not None else None),
+            "summary": str(config.output_dir / SUMMARY_FILE),
+            "report": str(config.output_dir / REPORT_FILE),
+        }
+        return summary
+
+    def _write(self, summary: RunSummary, model: SegmentationModel, fit: _Fit,
+               described: Description, projection_2d: dict[str, Any]) -> RunResult:
+        """Stage everything, write the tables, then rename; then the audience."""
+        config, timer = self.config, self.timer
+        staged_files: list[StagedFile] = []
+        staged_model: StagedModel | None = None
+        with timer.stage("write"):
+            staged_rows = self.engine.stage_rows(model, self.output_name is not None)
+            try:
+                if config.model_name and fit.search is not None:
+                    staged_model = stage_model(model, config, described.explanation)
+                summary.timings_seconds = dict(timer.seconds)
+                summary.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
+                staged_files = self._stage_summary_files(summary, projection_2d)
+                staged_rows.swap_in()
+                writes = table_writes(config, self.output_name, staged_rows.table_rows(),
+                                      described)
+                if writes:
+                    assert self.store is not None
+                    self.store.write_tables(writes)
+            except BaseException:
+                for staged in staged_files:
+                    staged.discard()
+                if staged_model is not None:
+                    staged_model.discard()
+                staged_rows.roll_back()
+                raise
+            # The tables are committed: only renames are left.
+            staged_rows.commit()
+            model_path = staged_model.commit() if staged_model is not None else None
+            for staged in staged_files:
+                staged.commit()
+        if self.cdp is not None and self.output_name is not None:
+            found = sync_audiences(self.cdp, config, self.output_name, described, timer)
+            summary.audience = found.get("audience")
+            summary.audience_rules = found.get("audience_rules")
+        self._refresh_summary_files(summary, projection_2d)
+        local_labels = getattr(self.engine, "labels", None)
+        return RunResult(
+            chosen_k=model.k, search=fit.search, summary=summary,
+            summary_path=config.output_dir / SUMMARY_FILE,
+            output_table=str(self.output_name) if self.output_name else None,
+            model_path=model_path, labels=local_labels, timings=timer.seconds,
+            explanation=described.explanation, projection_2d=projection_2d,
+        )
+
+    def _refresh_summary_files(self, summary: RunSummary,
+                               projection_2d: dict[str, Any]) -> None:
+        """Rewrite the committed summary and report with what happened after the commit: the
+        write stage's timing and the audience's result.
+
+        The committed files are already complete and consistent with the tables; a failure
+        here (a full disk, say) keeps them and is logged, except for an audience result,
+        which the summary must record: then it is an error.
+        """
+        summary.timings_seconds = dict(self.timer.seconds)
+        try:
+            for staged in self._stage_summary_files(summary, projection_2d, timed=False):
+                staged.commit()
+        except OSError as exc:
+            if summary.audience is not None:
+                raise
+            log.warning("summary and report keep the timings up to the write (%s: %s)",
+                        type(exc).__name__, exc)
+
+    def _stage_summary_files(self, summary: RunSummary,
+                             projection_2d: dict[str, Any], *,
+                             timed: bool = True) -> list[StagedFile]:
+        """``summary.json`` and ``report.html`` written beside their targets, not renamed."""
+        config = self.config
+        with self.timer.stage("report") if timed else contextlib.nullcontext():
+            document = render_report(summary.to_dict(), projection_2d,
+                                     config.hide_table_contents)
+        staged = [stage_file(config.output_dir / SUMMARY_FILE, summary.to_json())]
+        try:
+            staged.append(stage_file(config.output_dir / REPORT_FILE, document))
+        except BaseException:
+            staged[0].discard()
+            raise
+        return staged
+
+
+def _prepare(frame: pd.DataFrame, spec: FeatureSpec,
+             projection: Projection | None) -> np.ndarray:
+    """The float32 matrix k-means sees for ``frame``: prepared, projected when PCA was fitted."""
+    matrix, _ = spec.transform(frame)
+    return projection.transform(matrix) if projection is not None else matrix
 
 
 def _projection_sample(matrix: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, Any]:
-    """A 2-D PCA view of a sample of rows, for the report's scatter plot."""
-    rng = np.random.default_rng(seed)
-    rows = np.sort(rng.choice(len(matrix), size=min(len(matrix), PROJECTION_ROWS),
-                              replace=False))
-    sample = matrix[rows].astype(np.float64)
+    """A 2-D PCA view of the describe sample's rows, for the report's scatter plot."""
+    rows = projection_positions(len(matrix), seed)
+    sample = (matrix if rows is None else matrix[rows]).astype(np.float64)
     centred = sample - sample.mean(axis=0)
     if centred.shape[1] >= 2:
         _, _, vt = np.linalg.svd(centred, full_matrices=False)
         xy = centred @ vt[:2].T
     else:
         xy = np.column_stack([centred[:, 0], np.zeros(len(centred))])
-    return {"xy": xy.astype(np.float32), "labels": labels[rows]}
-
-
-def _assign(matrix: np.ndarray, centroids: np.ndarray,
-            backend: Backend) -> tuple[np.ndarray, np.ndarray]:
-    """Nearest centroid and distance of every row, on the backend's device."""
-    if backend.is_gpu:
-        return nearest_centroid_with_distance(backend.to_device(matrix, np.float32), centroids,
-                                              xp=backend.xp)
-    return nearest_centroid_with_distance(matrix, centroids)
-
-
-def _stability_stage(search: SearchResult, x: np.ndarray, config: RunConfig,
-                     timer: _Timer) -> None:
-    """Stability of every choosable k beside its silhouette; with --prefer-stable, choose by it."""
-    ks = sorted(search.choosable())
-    if config.stability_runs < 2 or len(ks) < 2:
-        return
-    with timer.stage("stability"):
-        scores = stability_by_k(x, ks, runs=config.stability_runs, max_rows=STABILITY_ROWS,
-                                restarts=STABILITY_RESTARTS, seed=config.seed)
-    for cand in search.candidates:
-        if cand.k in scores:
-            cand.stability = scores[cand.k].mean_ari
-    if config.prefer_stable:
-        # tie_break="silhouette": several practically perfectly stable k (0.999 vs 0.998)
-        # should not merge real segments just because the smaller one is a hair more stable.
-        k, reason = choose_stable_k(search.choosable(), scores, tie_break="silhouette")
-        if k != search.chosen_k:
-            search.choose(k, reason)
-        else:
-            search.reason += "; also the most stable"
-
-
-def _prepared_centroids(centroids: np.ndarray, projection: Projection | None) -> np.ndarray:
-    """Centroids in the prepared (pre-PCA) space, where two fits can be compared."""
-    if projection is None:
-        return centroids
-    return centroids @ projection.components + projection.mean
-
-
-def _stable_ids(
-    config: RunConfig, spec: FeatureSpec, projection: Projection | None, centroids: np.ndarray
-) -> tuple[np.ndarray, dict[str, Any] | None]:
-    """Order the new centroids so each cluster keeps the id of the saved model's closest match.
-
-    Ids stay 0..k-1: a matched cluster keeps its old id when that id still exists; the others
-    take the free ids and are reported as new, so a CDP segment never silently changes meaning
-    without the summary saying so.
-    """
-    if not config.model_name:
-        return centroids, None
-    try:
-        previous = SegmentationModel.load(config.model_dir / config.model_name,
-                                          config.model_name)
-    except UsageError:
-        return centroids, None  # first fit under this name
-    if previous.spec.matrix_columns != spec.matrix_columns:
-        note = "the prepared columns changed since the saved model: ids not matched"
-        log.warning("cluster ids: %s", note)
-        return centroids, {"matched": False, "note": note}
-    k = centroids.shape[0]
-    matching = match_clusters(_prepared_centroids(previous.centroids, previous.projection),
-                              _prepared_centroids(centroids, projection))
-    ids = np.full(k, -1)
-    for new, old in matching.mapping.items():
-        if old < k:
-            ids[new] = old
-    free = [i for i in range(k) if i not in set(ids.tolist())]
-    renumbered = []
-    for new in range(k):
-        if ids[new] < 0:
-            ids[new] = free.pop(0)
-            renumbered.append(int(ids[new]))
-    order = np.argsort(ids)
-    kept = sorted(int(ids[n]) for n in matching.mapping if ids[n] == matching.mapping[n])
-    info = {
-        "matched": True,
-        "kept": kept,
-        "new": sorted(renumbered),
-        "vanished": sorted(int(v) for v in matching.vanished_old if v not in kept),
-    }
-    log.info("cluster ids matched to the saved model: kept %s, new %s, vanished %s",
-             info["kept"], info["new"], info["vanished"])
-    return centroids[order], info
-
-
-def _rule_summary(rule: ClusterRule, hide_table_contents: bool) -> dict[str, Any]:
-    data = rule.as_dict()
-    if hide_table_contents:
-        # Thresholds are cut points between rows, not row values; category levels are hidden
-        # like everywhere else under hide_table_contents.
-        kept = [c for c in rule.conditions if c.operator not in ("in", "not in")]
-        data["conditions"] = [c for c in data["conditions"]
-                              if c["operator"] not in ("in", "not in")]
-        if len(kept) < len(rule.conditions):
-            data["text"] = " AND ".join([c.text for c in kept] + ["(category conditions hidden)"])
-    return data
-
-
-def _rule_attributes(rules: list[ClusterRule]) -> dict[str, tuple[str, str]]:
-    """CDP attributes the rule segments test: the output column and its CDP type."""
-    types = {"numeric": "number", "binary": "number", "date": "timestamp"}
-    found: dict[str, tuple[str, str]] = {}
-    for rule in rules:
-        for condition in rule.conditions:
-            kind = ("string" if condition.operator in ("in", "not in")
-                    else types.get(condition.kind, "number"))
-            found[condition.feature] = (condition.feature, kind)
-    return found
-
-
-def _rules_write(config: RunConfig, output_name: TableName | None,
-                 rules: list[ClusterRule]) -> TableWrite:
-    name = parse_table_name(str(config.export_segment_rules), "--export-segment-rules",
-                            output_name.database if output_name else None)
-    frame = pd.DataFrame({
-        "cluster_id": [r.cluster_id for r in rules],
-        "rule": [r.text for r in rules],
-        "precision": [r.precision for r in rules],
-        "recall": [r.recall for r in rules],
-        "support": [r.support for r in rules],
-    })
-    return TableWrite(name, frame, config.output_mode)
-
-
-def _read_input(config: RunConfig, store: TableStore) -> pa.Table:
-    if config.input_is_file:
-        _check_csv_header(config.input_table)
-        return read_file(config.input_table)
-    return store.read_table(parse_table_name(config.input_table, "--input-table"))
-
-
-def _check_csv_header(path: str) -> None:
-    """Refuse duplicate CSV header names before pandas silently renames them."""
-    if not path.lower().endswith((".csv", ".tsv")) or not Path(path).exists():
-        return
-    with open(path, newline="", encoding="utf-8", errors="replace") as handle:
-        header = next(csv.reader(handle, delimiter="\t" if path.endswith(".tsv") else ","), [])
-    _check_column_names([h.strip() for h in header], f"--input-table={path!r}")
-
-
-def _check_column_names(names: list[str], where: str = "--input-table") -> None:
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise InputDataError(f"{where} has two columns named {name!r}: rename one")
-        seen.add(name)
-
-
-def _check_input(frame: pd.DataFrame, config: RunConfig,
-                 saved_model: SegmentationModel | None) -> None:
-    """Data checks that must pass before any work starts."""
-    if len(frame) == 0:
-        raise InputDataError(
-            f"--input-table={config.input_table!r} is empty: it has no rows to cluster"
-        )
-    if CLUSTER_COLUMN in frame.columns:
-        raise InputDataError(
-            f"--input-table already has a {CLUSTER_COLUMN!r} column: drop or rename it first "
-            "(it would be overwritten)"
-        )
-    # `time` is ignored by default (TD adds it to every table); its absence is no news
-    unknown = [c for c in config.ignore_columns if c not in frame.columns and c != "time"]
-    if unknown:
-        log.warning("--ignore-columns: %s not in the input; ignored", ", ".join(map(repr, unknown)))
-    if config.rowid_column:
-        if config.rowid_column not in frame.columns:
-            raise InputDataError(
-                f"--rowid-column={config.rowid_column!r} is not a column of the input: use one "
-                "of its columns"
-            )
-        if not frame[config.rowid_column].is_unique:
-            raise InputDataError(
-                f"--rowid-column={config.rowid_column!r} is not unique: give the table's "
-                "primary key"
-            )
-    if saved_model is not None:
-        saved_model.spec.check_columns(frame)
-        return
-    needed = config.num_clusters or config.max_clusters
-    if len(frame) < needed + 1:
-        option = "--num-clusters" if config.num_clusters else "--max-clusters"
-        raise InputDataError(
-            f"n_rows={len(frame)} must be >= {option.lstrip('-').replace('-', '_')}+1="
-            f"{needed + 1}: lower {option} or give more rows"
-        )
-
-
-def _check_output_table(store: TableStore, name: TableName, frame: pd.DataFrame,
-                        mode: str) -> None:
-    """An append must match the existing table's columns; checked before any work."""
-    if mode != "append":
-        return
-    existing = store.table_columns(name)
-    if existing is None:
-        return
-    expected = [str(c) for c in frame.columns] + [CLUSTER_COLUMN]
-    if [c.lower() for c in existing] != [c.lower() for c in expected]:
-        extra = sorted(set(expected) - set(existing))
-        missing = sorted(set(existing) - set(expected))
-        detail = f"new columns {extra}" if extra else f"missing columns {missing}"
-        if not extra and not missing:
-            detail = "columns in a different order"
-        raise InputDataError(
-            f"--output-mode=append: {str(name)!r} has different columns ({detail}): use "
-            "--output-mode overwrite or another --output-table"
-        )
-
-
-def _k_values(config: RunConfig, n_rows: int) -> list[int]:
-    if config.num_clusters:
-        return [config.num_clusters]
-    return list(range(config.min_clusters, config.max_clusters + 1))
+    return {"xy": xy.astype(np.float32), "labels": labels if rows is None else labels[rows]}
 
 
 def _check_output_dir(path: Path) -> None:
@@ -769,89 +526,3 @@ def _check_output_dir(path: Path) -> None:
             f"--output-dir={str(path)!r} cannot be created or written ({problem}): choose "
             "another directory"
         )
-
-
-def _write_json_atomically(path: Path, data: dict[str, Any]) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            # Strict JSON: NaN (a cluster without a sampled point, say) is written as null.
-            json.dump(_without_nan(data), handle, indent=2, default=_json_default,
-                      allow_nan=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _without_nan(value: Any) -> Any:
-    """``value`` with every NaN or infinite float (NumPy's too) replaced by ``None``."""
-    if isinstance(value, dict):
-        return {k: _without_nan(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_without_nan(v) for v in value]
-    if isinstance(value, (float, np.floating)) and not np.isfinite(value):
-        return None
-    return value
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
-
-
-def _versions() -> dict[str, str]:
-    versions = {"autoseg": __version__}
-    for package in _VERSIONED_PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            # the CPU image installs XGBoost as the xgboost-cpu distribution
-            try:
-                versions[package] = metadata.version(f"{package}-cpu")
-            except metadata.PackageNotFoundError:
-                versions[package] = "not installed"
-    return versions
-
-
-def _summary(
-    config: RunConfig, frame: pd.DataFrame, spec: FeatureSpec, profile: dict[str, Any],
-    imputed: dict[str, int], search: SearchResult | None, model: SegmentationModel,
-    sizes: list[int], labels: np.ndarray, backend: Backend, timer: _Timer,
-    explanation: dict[str, Any] | None,
-) -> dict[str, Any]:
-    n = len(frame)
-    summary: dict[str, Any] = {
-        "autoseg_version": __version__,
-        "parameters": config.public_dict(),
-        "rows_read": n,
-        "device": backend.describe(),
-        "stages_device": backend.stage_devices(
-            explain_device=(explanation or {}).get("device")),
-        "columns_used": spec.used_columns,
-        "columns_dropped": [{"column": d.column, "reason": d.reason} for d in spec.dropped],
-        "prepared_columns": len(spec.matrix_columns),
-        "values_imputed": imputed,
-        "pca_components": (
-            int(model.projection.components.shape[0]) if model.projection is not None else None
-        ),
-        "profile": profile,
-        "refit": search is not None,
-        "chosen_k": model.k,
-        "cluster_sizes": sizes,
-        "cluster_shares": [round(s / n, 6) for s in sizes],
-        "explanation": explanation,
-        "versions": _versions(),
-    }
-    if search is not None:
-        summary.update(search_summary(search))
-    else:
-        summary["chosen_reason"] = f"reused saved model {config.model_name!r}"
-    return summary

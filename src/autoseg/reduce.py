@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.decomposition import PCA
 
-if TYPE_CHECKING:
-    from autoseg.backend import Backend
-
-FIT_SAMPLE_ROWS = 200_000
+from autoseg.backend import Backend, select_backend
 
 
 @dataclass
@@ -38,26 +33,26 @@ def fit_projection(x: np.ndarray, threshold: int, seed: int = 0,
     Parameters
     ----------
     x
-        (n, d) prepared matrix.
+        (n, d) prepared matrix of the PCA fit rows (``autoseg.sampling.plan_rows``: the
+        whole table, or at most ``sampling.PCA_FIT_ROWS`` rows of a large one).
     threshold
         Number of components to keep when ``d > threshold``.
     seed
         Seed for the randomized solver on large inputs.
     backend
-        Device backend: cuML PCA on a GPU (components agree with scikit-learn's up to sign).
+        Device backend (default: the CPU); cuML PCA on a GPU (components agree with
+        scikit-learn's up to sign).
+
+    Returns
+    -------
+    Projection or None
+        The fitted projection, or ``None`` when ``x`` is not wider than ``threshold``.
     """
     n, d = x.shape
     if d <= threshold:
         return None
-    n_components = min(threshold, n)
-    if n > FIT_SAMPLE_ROWS:
-        # the principal axes are stable long before millions of rows; fit on a sample
-        rows = np.random.default_rng(seed).choice(n, size=FIT_SAMPLE_ROWS, replace=False)
-        x = x[np.sort(rows)]
-    if backend is not None and backend.is_gpu:
-        pca = backend.pca(n_components, seed=seed).fit(backend.to_device(x, np.float32))
-    else:
-        pca = PCA(n_components=n_components, random_state=seed).fit(x)
+    backend = backend or select_backend("cpu")
+    pca = backend.pca(min(threshold, n), seed=seed).fit(backend.to_device(x, np.float32))
     return Projection(
         mean=pca.mean_.astype(np.float32),
         components=pca.components_.astype(np.float32),

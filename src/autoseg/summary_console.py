@@ -23,7 +23,8 @@ def print_summary(summary: Mapping[str, Any], console: Console | None = None) ->
     Parameters
     ----------
     summary
-        The summary of :func:`autoseg.pipeline.run` or :func:`autoseg.dask_run.run_on_dask`.
+        The run summary of either engine (a :class:`~autoseg.summary.RunSummary` or the
+        parsed ``summary.json``).
     console
         Where to print (default: a new stdout console).
     """
