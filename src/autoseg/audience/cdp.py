@@ -27,26 +27,21 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
-import logging
 import re
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from autoseg.errors import ServiceError, UsageError
-from autoseg.io.td_store import (
-    DEFAULT_TD_API_SERVER,
-    register_secret,
-    scrub,
-    validate_td_table_name,
-)
-from autoseg.names import TableName
-from autoseg.retry import backoff_delay
+from autoseg.io.td.client import DEFAULT_TD_API_SERVER
+from autoseg.names import TableName, validate_td_table_name
+from autoseg.retry import RetryPolicy, Transient, error_name
+from autoseg.secrets import one_line, register_secret, scrub, scrubbed_logger
 
-logger = logging.getLogger(__name__)
+logger = scrubbed_logger(__name__)
 
 _RETRYABLE_METHODS = ("GET", "HEAD", "PUT", "DELETE")
 _MAX_DETAIL = 200
@@ -58,9 +53,23 @@ _TD_HOST_RE = re.compile(r"^api\.((?:[a-z0-9-]+\.)?treasuredata\.(?:com|co\.jp))
 _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
-def _one_line(text: str, limit: int = _MAX_DETAIL) -> str:
-    text = " ".join(scrub(str(text)).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
+@dataclass(frozen=True)
+class _Reply:
+    """One try of a request: the HTTP status and body, or the transport error's name."""
+
+    status: int | None
+    raw: bytes
+    retry_after: str | None
+    error: str | None
+    retries: int
+
+
+def _transient(reply: _Reply) -> Transient | None:
+    if reply.error is not None:
+        return Transient(f"failed ({reply.error})")
+    if reply.status == 429 or (reply.status or 0) >= 500:
+        return Transient(f"failed (HTTP {reply.status})", reply.retry_after)
+    return None
 
 
 def cdp_endpoint_from_td_server(td_api_server: str) -> str:
@@ -89,7 +98,7 @@ def cdp_endpoint_from_td_server(td_api_server: str) -> str:
     match = _TD_HOST_RE.match(host)
     if not match:
         raise UsageError(
-            f"cannot derive the CDP API endpoint from TD_API_SERVER={_one_line(raw, 80)!r}: give "
+            f"cannot derive the CDP API endpoint from TD_API_SERVER={one_line(raw, 80)!r}: give "
             "it with --cdp-endpoint (e.g. https://api-cdp.treasuredata.com)"
         )
     return f"https://api-cdp.{match.group(1)}"
@@ -170,7 +179,7 @@ class CDPClient:
         parts = urllib.parse.urlsplit(raw)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise UsageError(
-                f"--cdp-endpoint={_one_line(raw, 80)!r} is not a URL: use e.g. "
+                f"--cdp-endpoint={one_line(raw, 80)!r} is not a URL: use e.g. "
                 "https://api-cdp.treasuredata.com"
             )
         if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
@@ -179,9 +188,7 @@ class CDPClient:
         self.endpoint = raw.rstrip("/")
         self.host = parts.hostname
         self.timeout = timeout
-        self.max_retries = max_retries
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
+        self.retry = RetryPolicy(max_retries, backoff_base, backoff_max)
         self._opener = urllib.request.build_opener(_NoRedirect())
 
     def close(self) -> None:
@@ -192,9 +199,6 @@ class CDPClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    def _delay(self, attempt: int, retry_after: str | None) -> float:
-        return backoff_delay(attempt, self.backoff_base, self.backoff_max, retry_after)
 
     def request(
         self,
@@ -243,53 +247,48 @@ class CDPClient:
         }
         if data is not None:
             headers["Content-Type"] = "application/json"
-        retryable = method in _RETRYABLE_METHODS
-        attempt = 0
-        while True:
-            status: int | None = None
-            raw = b""
-            retry_after: str | None = None
-            error: str | None = None
-            request = urllib.request.Request(url, data=data, method=method, headers=headers)
-            try:
-                with self._opener.open(request, timeout=self.timeout) as response:
-                    status = int(response.status)
-                    raw = response.read()
-            except urllib.error.HTTPError as exc:
-                status = int(exc.code)
-                retry_after = exc.headers.get("Retry-After") if exc.headers else None
-                with contextlib.suppress(Exception):
-                    raw = exc.read()
-                with contextlib.suppress(Exception):
-                    exc.close()
-            except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
-                reason = getattr(exc, "reason", None)
-                error = type(reason).__name__ if isinstance(reason, BaseException) else (
-                    type(exc).__name__)
-            transient = error is not None or status == 429 or (status or 0) >= 500
-            if transient and retryable and attempt < self.max_retries:
-                wait = self._delay(attempt, retry_after)
-                logger.warning("CDP API %s %s failed (%s); retry %d of %d in %.1f s", method,
-                               path, error or f"HTTP {status}", attempt + 1, self.max_retries,
-                               wait)
-                time.sleep(wait)
-                attempt += 1
-                continue
-            # Raised outside the except blocks: no upstream exception is chained to ours.
-            if error is not None:
-                raise self._connection_error(error, action, attempt)
-            assert status is not None
-            if status >= 300:
-                raise self._http_error(status, raw, action, attempt)
-            if not raw.strip():
-                return None
-            try:
-                return json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, ValueError):
-                raise ServiceError(
-                    f"the CDP API answered {action} with something that is not JSON: check "
-                    f"--cdp-endpoint ({self.endpoint})"
-                ) from None
+        reply = self.retry.call(
+            lambda retries: self._send(url, data, method, headers, retries),
+            what=f"CDP API {method} {path}", log=logger,
+            retryable=method in _RETRYABLE_METHODS, transient=_transient)
+        # Raised here, not in _send's except blocks: no upstream exception is chained.
+        if reply.error is not None:
+            raise self._connection_error(reply.error, action, reply.retries)
+        assert reply.status is not None
+        if reply.status >= 300:
+            raise self._http_error(reply.status, reply.raw, action, reply.retries)
+        if not reply.raw.strip():
+            return None
+        try:
+            return json.loads(reply.raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            raise ServiceError(
+                f"the CDP API answered {action} with something that is not JSON: check "
+                f"--cdp-endpoint ({self.endpoint})"
+            ) from None
+
+    def _send(self, url: str, data: bytes | None, method: str, headers: dict[str, str],
+              retries: int) -> _Reply:
+        """One try of a request; every failure becomes a :class:`_Reply`, not an exception."""
+        status: int | None = None
+        raw = b""
+        retry_after: str | None = None
+        error: str | None = None
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                status = int(response.status)
+                raw = response.read()
+        except urllib.error.HTTPError as exc:
+            status = int(exc.code)
+            retry_after = exc.headers.get("Retry-After") if exc.headers else None
+            with contextlib.suppress(Exception):
+                raw = exc.read()
+            with contextlib.suppress(Exception):
+                exc.close()
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            error = error_name(exc)
+        return _Reply(status, raw, retry_after, error, retries)
 
     def _connection_error(self, error: str, action: str, retries: int) -> ServiceError:
         note = f", gave up after {retries} retries" if retries else ""
@@ -308,7 +307,7 @@ class CDPClient:
             detail = _error_detail(json.loads(raw.decode("utf-8")))
         except (UnicodeDecodeError, ValueError):
             detail = raw.decode("utf-8", "replace")
-        detail = _one_line(detail) or "no details"
+        detail = one_line(detail, _MAX_DETAIL) or "no details"
         note = f", gave up after {retries} retries" if retries else ""
         if status == 401:
             msg = (f"the CDP API rejected the API key (HTTP 401) while {action}: check TD_API_KEY "
