@@ -16,8 +16,10 @@ import autoseg
 
 PACKAGE_DIR = Path(autoseg.__file__).resolve().parent
 
-# Cycles through modules being rewritten for the one run skeleton (issue 13), each as the
-# sorted list of its modules. Any other cycle fails the test.
+# Cycles tolerated for now, each as the sorted tuple of its modules; any other cycle fails the
+# test. Empty: the only cycles on main (io.base <-> io.duckdb_store and io.base <-> the TD store,
+# through open_store) went when open_store moved to autoseg.io. A cycle that the run-skeleton
+# rewrite (issue 13) cannot avoid for a while goes here, marked:
 # lead: remove once the run skeleton lands
 KNOWN_CYCLES: set[tuple[str, ...]] = set()
 

@@ -55,30 +55,23 @@ class TDStore:
 
     Parameters
     ----------
-    apikey
-        Treasure Data API key (never shown in messages or logs).
-    endpoint
-        TD API server, e.g. ``https://api.treasuredata.com`` (``TD_API_SERVER``); a bare host
-        name means HTTPS.
-    engine
-        ``presto`` (default) or ``hive``: the engine reads run on. The append step always runs
-        as a Hive job.
-    max_retries
-        How often an idempotent request (GET, part upload, table delete) is retried on HTTP
-        429/5xx, time-outs and connection errors.
-    backoff_base, backoff_max
-        Retry ``n`` (from 0) waits ``min(backoff_base * 2**n, backoff_max)`` seconds (longer
-        when a 429 reply asks for it with ``Retry-After``, still capped).
-    timeout
-        Seconds to wait for a connection and for each reply.
-    poll_interval
-        First wait between job status polls; it doubles up to 30 s.
-    job_timeout
-        Seconds a query or append job may run before it is killed; ``None``: no limit.
+    apikey, endpoint, engine
+        The API key (never shown in messages or logs), the TD API server (``TD_API_SERVER``)
+        and the engine reads run on (``presto`` or ``hive``; the append step always runs as a
+        Hive job), as :class:`~autoseg.io.td.client.TDClient` takes them.
     stream_rows_per_import
         Most rows of a streamed write (:class:`~autoseg.io.base.RowChunks`) uploaded by one
         bulk import: chunks are grouped up to this many rows, so memory stays bounded whatever
         the table's size.
+    **settings
+        Retries and time-outs, passed on to :class:`~autoseg.io.td.client.TDClient`:
+        ``max_retries`` (how often an idempotent request -- GET, part upload, table delete --
+        is retried on HTTP 429/5xx, time-outs and connection errors), ``backoff_base`` and
+        ``backoff_max`` (retry ``n`` waits ``min(backoff_base * 2**n, backoff_max)`` seconds,
+        longer when a 429 reply asks for it with ``Retry-After``, still capped), ``timeout``
+        (seconds to wait for a connection and for each reply), ``poll_interval`` (first wait
+        between job status polls; it doubles up to 30 s) and ``job_timeout`` (seconds a query
+        or append job may run before it is killed; ``None``: no limit).
     """
 
     def __init__(
@@ -87,18 +80,10 @@ class TDStore:
         endpoint: str = DEFAULT_TD_API_SERVER,
         engine: str = "presto",
         *,
-        max_retries: int = 4,
-        backoff_base: float = 1.0,
-        backoff_max: float = 30.0,
-        timeout: float = 60.0,
-        poll_interval: float = 2.0,
-        job_timeout: float | None = None,
         stream_rows_per_import: int = DEFAULT_STREAM_ROWS_PER_IMPORT,
+        **settings: Any,
     ) -> None:
-        self._client = TDClient(apikey, endpoint, engine, max_retries=max_retries,
-                                backoff_base=backoff_base, backoff_max=backoff_max,
-                                timeout=timeout, poll_interval=poll_interval,
-                                job_timeout=job_timeout)
+        self._client = TDClient(apikey, endpoint, engine, **settings)
         self._writer = StagedWriter(self._client, stream_rows_per_import)
         self.endpoint = self._client.endpoint
         self.host = self._client.host
