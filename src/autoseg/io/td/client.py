@@ -271,7 +271,7 @@ class TDClient:
     def _last_failure(self) -> _Failure | None:
         return self._transport.last_failure if self._transport else None
 
-    def service_error(self, exc: BaseException, action: str) -> ServiceError:
+    def _service_error(self, exc: BaseException, action: str) -> ServiceError:
         """One scrubbed line for an upstream failure (no upstream object is chained)."""
         from tdclient import errors as td_errors
 
@@ -369,7 +369,7 @@ class TDClient:
             interrupted = _interruption_in(exc)
             if interrupted is not None:
                 raise interrupted from None
-            raise self.service_error(exc, action) from None
+            raise self._service_error(exc, action) from None
 
     @contextlib.contextmanager
     def probing(self) -> Iterator[None]:

@@ -122,7 +122,19 @@ def _arrow_column_for_td(column: pa.ChunkedArray) -> Any:
 
 
 def frame_for_td(frame: pa.Table | pd.DataFrame) -> pd.DataFrame:
-    """Arrow (or pandas) rows as a plain pandas frame: int64/Int64, float64, objects."""
+    """Arrow (or pandas) rows as the plain pandas frame pytd uploads without re-typing.
+
+    Parameters
+    ----------
+    frame
+        Rows to upload.
+
+    Returns
+    -------
+    pandas.DataFrame
+        int64 (Int64 where there are missing values), float64 and object columns: booleans as
+        ``"true"``/``"false"``, dates and timestamps as text, lists kept as lists.
+    """
     if isinstance(frame, pd.DataFrame):
         try:
             frame = pa.Table.from_pandas(frame, preserve_index=False)
@@ -144,7 +156,22 @@ def frame_columns(frame: pa.Table | pd.DataFrame) -> list[str]:
 
 
 def check_time_column(frame: pd.DataFrame, where: str) -> None:
-    """TD's ``time`` column is the row's integer unix time; anything else becomes an error row."""
+    """Refuse a ``time`` column Treasure Data would reject row by row.
+
+    TD's ``time`` column is the row's integer unix time; anything else becomes an error row.
+
+    Parameters
+    ----------
+    frame
+        An upload frame (see :func:`frame_for_td`).
+    where
+        What the rows belong to, for the message.
+
+    Raises
+    ------
+    InputDataError
+        When ``time`` holds other than integers, or has missing values.
+    """
     if "time" not in frame.columns:
         return
     values = frame["time"]
