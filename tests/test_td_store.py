@@ -18,17 +18,16 @@ import pytest
 
 from autoseg.errors import InputDataError, Interrupted, ServiceError, UsageError
 from autoseg.io.base import RowChunks, TableWrite
-from autoseg.io.td_store import (
+from autoseg.io.td import (
     DEFAULT_TD_API_SERVER,
     MISSING_KEY_MESSAGE,
     STAGING_INFIX,
     TDStore,
     check_td_columns,
-    scrub,
     td_store_from_environment,
-    validate_td_table_name,
 )
-from autoseg.names import TableName
+from autoseg.names import TableName, validate_td_table_name
+from autoseg.secrets import scrub
 
 try:
     from streamed_rows import STREAM_SCHEMA, chunks_of, failing_chunks, stream_table

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
 import pandas as pd
 import pyarrow as pa
 
-from autoseg.errors import InputDataError, UsageError
+from autoseg.errors import InputDataError
 from autoseg.names import TableName
 
 
@@ -119,21 +119,3 @@ class TableStore(Protocol):
     def close(self) -> None:
         """Release connections."""
         ...
-
-
-def open_store(spec: str, environ: Mapping[str, str] | None = None,
-               td_engine: str = "presto") -> TableStore:
-    """Open the store named by ``--store``: ``duckdb:PATH`` or ``td``.
-
-    ``environ`` (``os.environ``, passed in by the CLI) supplies ``TD_API_KEY`` and
-    ``TD_API_SERVER`` for Treasure Data; the library never reads the environment itself.
-    """
-    if spec.startswith("duckdb:"):
-        from autoseg.io.duckdb_store import DuckDBStore
-
-        return DuckDBStore(spec.removeprefix("duckdb:") or "autoseg.duckdb")
-    if spec == "td":
-        from autoseg.io.td_store import td_store_from_environment
-
-        return td_store_from_environment(environ or {}, td_engine)
-    raise UsageError(f"--store={spec!r} is not supported: use `duckdb:PATH` or `td`")
