@@ -7,7 +7,7 @@ run's device is the CPU and the all-rows refit uses autoseg's Dask Lloyd reducti
     python benchmarks/dask_cuda_check.py
 
 It writes the demo table (20,000 rows) as a 4-file Parquet dataset, starts the cluster through
-``autoseg.dask_run.client_from_options(None, local=True)``, runs the sampled search plus the
+``autoseg.dask.cluster.client_from_options(None, local=True)``, runs the sampled search plus the
 all-rows refit on it, runs the single-machine pipeline on the same table, and prints one JSON
 line (cluster class, the workers' CUDA_VISIBLE_DEVICES, k of both runs, ARI, refit engine,
 device) and OK or FAILED (exit code 1): OK needs a LocalCUDACluster, the same k and ARI >= 0.99.
@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from sklearn.metrics import adjusted_rand_score  # noqa: E402
 
 from autoseg.config import build_config  # noqa: E402
-from autoseg.dask_run import client_from_options, run_on_dask  # noqa: E402
+from autoseg.dask.cluster import client_from_options  # noqa: E402
 from autoseg.demo import make_customers, to_arrow  # noqa: E402
-from autoseg.pipeline import run  # noqa: E402
+from autoseg.pipeline import run, run_on_dask  # noqa: E402
 
 
 def main() -> int:
@@ -51,7 +51,7 @@ def main() -> int:
     started = time.perf_counter()
     summary = run_on_dask(build_config({**values, "input_table": str(folder), "dask": "local",
                                         "output_dir": str(work / "dask")}), client,
-                          input_path=str(folder), output_path=str(work / "labelled"))
+                          input_path=str(folder), output_path=str(work / "labelled")).summary
     info["dask_run_seconds"] = round(time.perf_counter() - started, 1)
     client.close()
     client.cluster.close()

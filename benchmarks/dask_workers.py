@@ -1,4 +1,4 @@
-"""Benchmark: the Dask run (``autoseg.dask_run.run_on_dask``) against the number of workers.
+"""Benchmark: the Dask run (``autoseg.pipeline.run_on_dask``) against the number of workers.
 
 Usage::
 
@@ -64,7 +64,7 @@ def run_once(dataset: Path, workers: int, restarts: int, work: Path,
     from sklearn.metrics import adjusted_rand_score
 
     from autoseg.config import build_config
-    from autoseg.dask_run import run_on_dask
+    from autoseg.pipeline import run_on_dask
 
     out = work / f"labelled-{workers}"
     config = build_config({
@@ -79,7 +79,7 @@ def run_once(dataset: Path, workers: int, restarts: int, work: Path,
                       dashboard_address=None) as cluster, Client(cluster) as client:
         started = time.perf_counter()
         summary = run_on_dask(config, client, input_path=str(dataset),
-                              output_path=str(out) if sink == "dataset" else None)
+                              output_path=str(out) if sink == "dataset" else None).summary
         wall = time.perf_counter() - started
     truth_file = dataset.parent / "truth.npy"
     ari = None

@@ -197,6 +197,32 @@ def test_input_with_cluster_id_is_refused(tmp_path: Path, client: distributed.Cl
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("setting", sorted(SETTINGS))
+def test_both_engines_write_summaries_with_the_same_fields(
+    setting: str, tmp_path: Path, data: dict[str, Path], client: distributed.Client
+) -> None:
+    values = SETTINGS[setting]
+    run(_config(tmp_path, data["single"], "single", **values))
+    _run_on_dask(_config(tmp_path, data["single"], "dask", **values), client,
+                 input_path=str(data["dataset"]), output_path=str(tmp_path / "labelled"))
+    single = json.loads((tmp_path / "single" / "summary.json").read_text())
+    on_dask = json.loads((tmp_path / "dask" / "summary.json").read_text())
+    assert set(single) == set(on_dask)
+    assert (single["engine"], on_dask["engine"]) == ("local", "dask")
+    # the fields the Dask summary used to lack are filled on both
+    for summary in (single, on_dask):
+        for name in ("started_at", "finished_at", "versions", "stages_device",
+                     "values_imputed", "profile", "explanation", "k_search", "silhouette"):
+            assert summary[name] is not None, name
+        assert set(summary["profile"]) == set(single["profile"])
+        assert summary["finished_at"] >= summary["started_at"]
+    assert on_dask["values_imputed"] == single["values_imputed"]
+    # the report shows the run's date on both engines
+    for name in ("single", "dask"):
+        report = (tmp_path / name / "report.html").read_text()
+        assert single["started_at"][:10] in report
+
+
 def test_client_from_options() -> None:
     assert dask_cluster.client_from_options(None, False, None) is None
     with pytest.raises(UsageError, match="exclude each other"):

@@ -203,7 +203,7 @@ class _Fit:
 
     model: SegmentationModel
     search: SearchResult | None
-    refit: dict[str, Any] | None
+    refit: dict[str, Any] | None  # the all-rows refit's facts; None for a reused model
     id_matching: dict[str, Any] | None
 
 
@@ -314,7 +314,7 @@ class _Run:
         stability_stage(search, search_x, config, timer)
         prepared, imputed = engine.prepare_all(spec, projection)
         centroids = search.centroids
-        refit = None
+        refit: dict[str, Any] = {"done": False}
         if rows.search_sampled:
             with timer.stage("fit_all_rows"):
                 centroids, refit = engine.fit_all_rows(prepared, centroids)

@@ -270,7 +270,7 @@ def rules_to_cdp(
     Guesses (not confirmed against the live service): a date threshold is sent as an ISO date
     string (``"2021-03-04"``) for a date or timestamp attribute; numbers are sent as JSON
     numbers. The group is a flat ``And`` (the form in our brief and in tdx's YAML, which rejects
-    nested groups); :func:`autoseg.audience.cdp.cluster_rule` nests one ``And`` in another.
+    nested groups); :func:`autoseg.audience.sync.cluster_rule` nests one ``And`` in another.
 
     Parameters
     ----------

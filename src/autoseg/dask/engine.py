@@ -177,12 +177,12 @@ class DaskEngine:
             Any, dict[str, int]]:
         """The prepared matrix as a persisted Dask array (the refit and the count read it).
 
-        Imputed values are the exact missing counts of the numeric columns used (infinite
-        values, which one machine also imputes, are not counted without another pass).
+        Imputed values are the exact missing counts of the columns used (infinite values,
+        which one machine also imputes, are not counted: that would take another pass).
         """
         x = prepared_array(self.data, spec, projection).persist()
-        imputed = {f.column: int(self.data.missing.get(f.column, 0)) for f in spec.numeric
-                   if self.data.missing.get(f.column, 0)}
+        used = [f.column for f in spec.numeric] + [c.column for c in spec.categorical]
+        imputed = {c: int(self.data.missing[c]) for c in used if self.data.missing.get(c, 0)}
         return x, imputed
 
     def fit_all_rows(self, prepared: Any, centroids: np.ndarray) -> tuple[
