@@ -356,6 +356,26 @@ def test_install_refuses_a_pypi_name_for_autoseg() -> None:
                              "gpu")
 
 
+def test_template_task_with_a_pypi_pin_fails_with_one_line(tmp_path: Path) -> None:
+    """The template's task through the runner's command line: refused before pip runs."""
+    project = tmp_path / "project"
+    shutil.copytree(TD_PROJECT, project)
+    params = {**DIGDAG_BUILTINS, **yaml.safe_load(TD_DIG.read_text())["_export"],
+              "autoseg_requirement": "autoseg==0.1.0"}
+    (project / "input.json").write_text(json.dumps({"params": params}))
+    done = subprocess.run(
+        [sys.executable, str(TESTS / "digdag_runner.py"), "autoseg_task.run", "input.json",
+         "output.json"], cwd=project, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": ""}, check=False)
+    assert done.returncode == 1
+    assert done.stderr.strip() == (
+        "autoseg: error: autoseg_requirement='autoseg==0.1.0' must be a direct reference, "
+        "`autoseg @ https://.../autoseg-VERSION-py3-none-any.whl`: the name autoseg on PyPI "
+        "is an unrelated project")
+    error = json.loads((project / "output.json").read_text())["error"]
+    assert error["class"] == "InstallFailed" and error["message"] == done.stderr.strip()
+
+
 def test_open_source_digdag_py_task_runs_the_cpu_image() -> None:
     workflow = yaml.safe_load(OSS_DIG.read_text())
     segment = workflow["+segment"]

@@ -58,7 +58,12 @@ def run(autoseg_requirement: str, autoseg_xgboost: str = "cpu", **params: Any) -
     dict
         :func:`autoseg.workflow.run`'s result (also stored as ``${autoseg.*}``).
     """
-    install(autoseg_requirement, autoseg_xgboost)
+    try:
+        install(autoseg_requirement, autoseg_xgboost)
+    except InstallFailed:
+        # The runner raises it again at top level: print its one line, not a traceback.
+        sys.excepthook = _print_install_failure
+        raise
     from autoseg.workflow import run as run_autoseg
 
     return run_autoseg(**params)
@@ -128,6 +133,14 @@ def _activate_user_site() -> None:
         sys.path.insert(sys.path.index(system[0]) if system else len(sys.path), user_site)
         site.addsitedir(user_site)  # already on the path: only reads its .pth files
     importlib.invalidate_caches()
+
+
+def _print_install_failure(kind: type[BaseException], value: BaseException,
+                           traceback: Any) -> None:
+    if isinstance(value, InstallFailed):
+        print(str(value), file=sys.stderr, flush=True)
+        return
+    sys.__excepthook__(kind, value, traceback)
 
 
 def _redact(text: str) -> str:
