@@ -15,18 +15,20 @@ After a run the task stores a small result for later tasks (``${autoseg.chosen_k
     digdag.env.store({"autoseg": {"chosen_k": ..., "output_table": ..., "cluster_sizes": [...],
                                   "mean_silhouette": ..., "summary_path": ...}})
 
-How a failure reaches the operator, and why it is raised rather than exited: the runner
-catches ``SystemExit`` and replaces it with "Failed to call python command with code:N
-Possible cause: Invalid python module call, duplicate module name with standard library"
-(wrong and unhelpful), while any other exception's ``str`` becomes the task's error message
-("Python command failed with code 1 / Error messages from python: <str> (<class>)"). So a
-user error (an :class:`~autoseg.errors.AutosegError`) is raised again as :class:`TaskFailed`,
-whose ``str`` is the CLI's one line (``autoseg: error: ...``), raised from :func:`run`'s own
-frame with no chained cause, so the traceback the runner attaches is two frames long and holds
-none of autoseg's internals. Under the runner, a ``sys.excepthook`` prints just that line on
-stderr (the workflow log) instead of Python's traceback. The process exits 1 (the task
-fails); the category (the CLI's exit code, see :mod:`autoseg.errors`) is in the message and
-in :attr:`TaskFailed.exit_code`. Bugs (any other exception) keep their full traceback.
+How a failure reaches the operator, and why it is raised rather than exited: the runner catches
+``SystemExit`` and replaces it with "Failed to call python command with code:N Possible cause:
+Invalid python module call, duplicate module name with standard library" (wrong and unhelpful),
+while any other exception's ``str`` becomes the task's error message ("Python command failed
+with code 1 / Error messages from python: <str> (<class>)"). So a user error (an
+:class:`~autoseg.errors.AutosegError`) is raised again as :class:`TaskFailed`, whose ``str`` is
+the CLI's one line with the flags spelled as task parameters and the CLI's exit code appended
+(``autoseg: error: max_clusters='x' is not an integer [exit code 2: usage]``), raised from
+:func:`run`'s own frame with no chained cause, so the traceback the runner attaches is two
+frames long and holds none of autoseg's internals. Under the runner, a ``sys.excepthook``
+prints just that line on stderr (the workflow log) instead of Python's traceback. The process
+exits 1 (the task fails); the category (the CLI's exit code, see :mod:`autoseg.errors`) is in
+the message and in :attr:`TaskFailed.exit_code`. Bugs (any other exception) keep their full
+traceback.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ log = logging.getLogger("autoseg.workflow")
 STORE_KEY = "autoseg"
 #: Defaults that differ from the CLI's: a workflow task reads and writes Treasure Data.
 WORKFLOW_DEFAULTS: dict[str, Any] = {"store": "td"}
-_CATEGORY = {2: "usage", 3: "input data", 4: "external service", 130: "interrupted"}
+_CATEGORY = {1: "internal", 2: "usage", 3: "input data", 4: "external service",
+             130: "interrupted"}
 
 
 class TaskFailed(Exception):
@@ -104,9 +107,9 @@ def run(**params: Any) -> dict[str, Any]:
         with _sigterm_interrupts():
             result = _run(params, os.environ)
     except AutosegError as exc:
+        category = _CATEGORY.get(exc.exit_code, "error")
         failure = TaskFailed(f"autoseg: error: {_workflow_wording(str(exc))} "
-                             f"[exit code {exc.exit_code}: {_CATEGORY.get(exc.exit_code)}]",
-                             exc.exit_code)
+                             f"[exit code {exc.exit_code}: {category}]", exc.exit_code)
     else:
         if env is not None:
             env.store({STORE_KEY: result})
