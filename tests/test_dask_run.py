@@ -365,7 +365,7 @@ def test_reuse_stable_ids_and_drift_as_on_one_machine(
     reused = _run_on_dask(
         _config(tmp_path, data["single"], "dask3", **values, force_refit=False), client,
         input_path=str(data["dataset"]), output_path=str(reuse_out))
-    assert reused["refit"] is False and "k_search" not in reused
+    assert reused["refit"] is False and not reused["k_search"]
     assert reused["chosen_reason"] == "reused saved model 'm'"
     assert reused["drift"]["warnings"] == []  # the same rows: nothing drifted
     assert reused["outputs"]["model"] is None  # the saved model is not rewritten

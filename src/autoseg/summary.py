@@ -80,6 +80,10 @@ class RunSummary:
             raise KeyError(key)
         return getattr(self, key)
 
+    def __contains__(self, key: object) -> bool:
+        """Every field is present in every summary (``None`` where it does not apply)."""
+        return key in _FIELD_NAMES
+
     def get(self, key: str, default: Any = None) -> Any:
         """A field by its JSON name, or ``default`` when it is ``None`` or unknown."""
         value = getattr(self, key, None) if key in _FIELD_NAMES else None
