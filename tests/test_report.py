@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from autoseg.demo import make_customers
 from autoseg.pipeline import RunResult, run
 from autoseg.report import plots, write_report
 from autoseg.report.plots import cluster_colors, cluster_gid
+from autoseg.summary import RunSummary
 
 HOSTILE = "<script>alert(1)</script>"
 EMAIL = "sentinel-9f3a@example.com"
@@ -172,7 +172,7 @@ def test_hide_table_contents_redacts_a_summary_that_holds_row_values(runs: Runs)
 
 
 def test_summary_hide_parameter_switches_hiding_on(runs: Runs) -> None:
-    summary = json.loads(json.dumps(runs.shown.summary, default=str))
+    summary = runs.shown.summary.to_dict()
     summary["parameters"]["hide_table_contents"] = True
     document = write_report(runs.tmp / "param.html", summary).read_text()
     assert _leaks(document) == []
@@ -196,8 +196,8 @@ def test_write_report_leaves_the_old_report_when_rendering_fails(tmp_path: Path)
     assert [p.name for p in tmp_path.iterdir()] == ["report.html"]
 
 
-def _tweaked(summary: dict[str, Any], **changes: Any) -> dict[str, Any]:
-    copy = json.loads(json.dumps(summary, default=str))
+def _tweaked(summary: RunSummary, **changes: Any) -> dict[str, Any]:
+    copy = summary.to_dict()
     copy.update(changes)
     return copy
 

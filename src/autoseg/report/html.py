@@ -11,6 +11,9 @@ escaped by default; only markup this module builds itself is wrapped in :class:`
 With ``hide_table_contents`` the summary is first reduced to aggregates (:func:`_redact`), and
 everything after that works from the reduced copy, so no later section can leak a value by
 mistake.
+
+The module is one job, rendering the summary as a page, which is why it is longer than the
+others (about 800 lines): one small function per section, plus the page's CSS.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from typing import Any
 
 from autoseg.report import plots
 from autoseg.report.plots import DEGENERATE_SHARE, cluster_colors, format_value
+from autoseg.summary import RunSummary
 
 __all__ = ["SECTIONS", "render_report", "write_report"]
 
@@ -738,7 +742,7 @@ footer{margin-top:40px;color:var(--muted);font-size:12px}
 
 
 def render_report(
-    summary: Mapping[str, Any],
+    summary: RunSummary | Mapping[str, Any],
     projection_2d: Mapping[str, Any] | None = None,
     hide_table_contents: bool = False,
 ) -> str:
@@ -747,7 +751,8 @@ def render_report(
     Parameters
     ----------
     summary
-        The run summary (as written to ``summary.json``).
+        The run summary (a :class:`~autoseg.summary.RunSummary`, or its JSON form as
+        written to ``summary.json``).
     projection_2d
         Optional ``{"xy": (m, 2) array, "labels": (m,) ints}`` for the scatter plot.
     hide_table_contents
@@ -759,6 +764,8 @@ def render_report(
     str
         A complete, self-contained HTML document.
     """
+    if isinstance(summary, RunSummary):
+        summary = summary.to_dict()
     hide = bool(hide_table_contents
                 or (summary.get("parameters") or {}).get("hide_table_contents"))
     view = _redact(summary) if hide else copy.deepcopy(dict(summary))
@@ -791,7 +798,7 @@ def render_report(
 
 def write_report(
     path: Path,
-    summary: dict[str, Any],
+    summary: RunSummary | Mapping[str, Any],
     projection_2d: dict[str, Any] | None = None,
     hide_table_contents: bool = False,
 ) -> Path:
