@@ -774,9 +774,20 @@ def test_digdag_task_command_line_runs_the_image(cpu_image: dict[str, Any],
     assert (out / "models" / "digdag" / "model.json").is_file()
 
 
+# (extras, the RAPIDS distributions that must resolve at 26.10)
+GPU_EXTRA_SETS = {
+    "gpu": ("cupy-cuda12x", "cudf-cu12", "cuml-cu12"),
+    "gpu,dask": ("cupy-cuda12x", "cudf-cu12", "cuml-cu12", "dask", "distributed"),
+    "gpu-dask": ("cudf-cu12", "cuml-cu12", "raft-dask-cu12", "dask-cudf-cu12", "dask-cuda",
+                 "dask", "distributed"),
+    "gpu-cu13": ("cupy-cuda13x", "cudf-cu13", "cuml-cu13"),
+}
+
+
 @pytest.mark.slow
-def test_gpu_dependency_set_resolves_on_pypi(tmp_path: Path) -> None:
-    """``pip --dry-run`` of the GPU image's packages for its Python (3.12, Ubuntu 24.04).
+@pytest.mark.parametrize("extras", sorted(GPU_EXTRA_SETS))
+def test_gpu_extras_resolve_on_pypi(tmp_path: Path, extras: str) -> None:
+    """``pip --dry-run`` of ``autoseg[EXTRAS]`` for the GPU image's Python (3.12, Ubuntu 24.04).
 
     Only PyPI is asked (the RAPIDS wheels are published there too): the NVIDIA index may be
     unreachable from a build machine, and pip then retries it for every package.
@@ -791,18 +802,28 @@ def test_gpu_dependency_set_resolves_on_pypi(tmp_path: Path) -> None:
     # Ubuntu 24.04 (glibc 2.39); CuPy's wheels carry the legacy manylinux2014 tag only.
     platforms = ["--platform=manylinux2014_x86_64"] + [
         f"--platform=manylinux_2_{minor}_x86_64" for minor in (17, 24, 27, 28, 35, 39)]
+    # pip resolves a self-referencing extra (gpu-dask -> autoseg[gpu,dask]) from the wheel
+    # only with the wheel on --find-links.
     result = _run([sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed",
                    "--only-binary=:all:", "--python-version=3.12", *platforms,
+                   "--find-links", str(wheel_dir),
                    "--target", str(tmp_path / "target"), "--report", str(tmp_path / "r.json"),
-                   str(wheel), "cupy-cuda12x", "cudf-cu12", "cuml-cu12"], env=env, timeout=900)
+                   f"{wheel}[{extras}]"], env=env, timeout=900)
     report = json.loads((tmp_path / "r.json").read_text())
     versions = {item["metadata"]["name"].lower(): item["metadata"]["version"]
                 for item in report["install"]}
-    print("\nGPU set:", {k: versions[k] for k in sorted(versions)
-                         if k.split("-")[0] in ("cupy", "cudf", "cuml", "xgboost", "numpy",
-                                                "pandas", "scikit", "pyarrow", "autoseg")})
-    for name in ("autoseg", "cupy-cuda12x", "cudf-cu12", "cuml-cu12", "xgboost"):
+    print(f"\n[{extras}]:", {k: versions[k] for k in sorted(versions)
+                             if k.split("-")[0] in ("cupy", "cudf", "cuml", "xgboost", "dask",
+                                                    "distributed", "raft", "autoseg")})
+    for name in ("autoseg", "xgboost", *GPU_EXTRA_SETS[extras]):
         assert name in versions, result.stdout[-2000:]
+    for name in GPU_EXTRA_SETS[extras]:
+        if name.startswith(("cudf", "cuml", "raft", "dask-cu")):
+            assert versions[name].startswith("26.10"), (name, versions[name])
+        if name.startswith("cupy"):
+            assert versions[name].startswith("14."), (name, versions[name])
+    if "gpu-dask" in extras:
+        assert versions["dask"] == versions["distributed"] == "2026.7.1"
 
 
 # --------------------------------------------------------------------------- slow: GPU image
