@@ -468,7 +468,7 @@ def dask_client() -> Any:
     """A real in-process Dask cluster (its workers share this process's sys.modules)."""
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster, \
+                                  dashboard_address=":0") as cluster, \
             distributed.Client(cluster) as client:
         yield client
 
