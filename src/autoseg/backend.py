@@ -184,9 +184,6 @@ STAGE_COMPONENTS: Final[Mapping[str, tuple[str, ...]]] = {
     "report": ("host",),
 }
 
-# Values of ``Backend.estimators``: who fits k-means and PCA.
-ESTIMATORS: Final = ("cuml", "scikit-learn")
-
 
 # --------------------------------------------------------------------------- estimators
 
