@@ -837,8 +837,8 @@ GPU_BUILD_MIN_FREE_BYTES = 30 * 10**9
 def gpu_image() -> Iterator[dict[str, Any]]:
     """``Dockerfile`` built with podman on a Debian stand-in for the CUDA base, PyPI alone.
 
-    About 9 minutes on two cores from scratch (the dependency layer is cached afterwards: a
-    source change rebuilds in about a minute).
+    9-15 minutes on two cores from scratch (the dependency layer is cached afterwards: a
+    source change rebuilds in about 3 minutes, most of it copying the venv to the final stage).
     """
     reason = _podman_unavailable()
     if reason:
