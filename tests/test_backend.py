@@ -15,6 +15,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import json
 import sys
 import types
 from pathlib import Path
@@ -249,6 +250,61 @@ def test_auto_with_cupy_but_no_rapids_runs_cupy_and_xgboost_on_the_gpu(
                "XGBoost on the GPU, k-means and PCA on the CPU) or --device cpu")
     with pytest.raises(UsageError, match=f"^{_escape(message)}$"):
         select_backend("gpu")
+
+
+def _numpy_backed_cupy() -> types.ModuleType:
+    """A CuPy stand-in with one device whose arrays are NumPy's (every ``xp`` call works).
+
+    ``ndarray`` stays a class of its own: libraries (XGBoost, scikit-learn) probe
+    ``isinstance(x, cupy.ndarray)`` when "cupy" is imported, and host arrays must not pass.
+    """
+    fake = _fake_cupy(1)
+    fake.__getattr__ = lambda name: getattr(np, name)  # module-level __getattr__ (PEP 562)
+    return fake
+
+
+# XGBoost is asked for CUDA (its wheel has it) and falls back to the CPU here, with a warning.
+@pytest.mark.filterwarnings("ignore:.*(No visible GPU|Device is changed from GPU):UserWarning")
+def test_a_whole_run_on_a_cupy_only_backend_matches_the_cpu_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The CLI's pipeline end to end with CuPy but no cuDF/cuML (the lent machine's setup):
+    the stages take the GPU branches (device arrays, CuPy silhouettes and assignments) with
+    scikit-learn's k-means and PCA, and give the CPU run's segmentation."""
+    import duckdb
+
+    from autoseg.config import build_config
+    from autoseg.demo import make_customers
+    from autoseg.pipeline import run
+
+    frame, _ = make_customers(2000, seed=3)
+    database = tmp_path / "store.duckdb"
+    with duckdb.connect(str(database)) as conn:
+        conn.execute("CREATE SCHEMA demo")
+        conn.register("frame", frame)
+        conn.execute("CREATE TABLE demo.customers AS SELECT * FROM frame")
+    results = {}
+    for device in ("cpu", "auto"):
+        if device == "auto":
+            _install(monkeypatch, cupy=_numpy_backed_cupy(), cudf=None)
+        config = build_config({
+            "store": f"duckdb:{database}", "input_table": "demo.customers",
+            "output_table": f"demo.seg_{device}", "model_name": f"m_{device}",
+            "output_dir": str(tmp_path / f"out_{device}"),
+            "model_dir": str(tmp_path / "models"), "device": device,
+        })
+        results[device] = run(config)
+    cpu, gpu = results["cpu"], results["auto"]
+    summary = json.loads(gpu.summary_path.read_text())
+    assert summary["device"]["used"] == "gpu"
+    assert summary["device"]["estimators"] == "scikit-learn"
+    assert summary["device"]["reason"].startswith("CUDA device visible: Fake GPU; cudf not "
+                                                  "installed")
+    stages = summary["stages_device"]
+    assert stages["search"] == "gpu+cpu" and stages["assign"] == "gpu"
+    assert stages["fit_all_rows"] == stages["reduce"] == stages["features"] == "cpu"
+    assert gpu.chosen_k == cpu.chosen_k
+    np.testing.assert_array_equal(np.asarray(gpu.labels), np.asarray(cpu.labels))
 
 
 def test_cuda_error_while_counting_devices_is_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
