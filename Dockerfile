@@ -26,7 +26,7 @@ ARG UBUNTU_VERSION=24.04
 FROM nvcr.io/nvidia/cuda:${CUDA_VERSION}-${CUDA_FLAVOR}-ubuntu${UBUNTU_VERSION} AS builder
 
 ARG CUDA_VERSION
-# Selects the wheels: cupy-cuda12x / cudf-cu12 / cuml-cu12 (the `gpu` extra) or -cu13 ...
+# Selects the wheels: the `gpu` extra (cupy-cuda12x, cudf-cu12, cuml-cu12) for 12, `gpu-cu13` for 13.
 ARG CUDA_MAJOR=12
 # The RAPIDS wheels are on PyPI too; set empty to use PyPI alone (pip otherwise retries an
 # unreachable index for every package).
@@ -45,26 +45,30 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
+# The dependencies first, from pyproject.toml alone (container/gpu_requirements.py): this ~7 GB
+# layer is reused when only the source changes.
 COPY pyproject.toml README.md ./
-COPY src ./src
-
+COPY container/gpu_requirements.py /tmp/gpu_requirements.py
 RUN case "${CUDA_VERSION}" in \
         "${CUDA_MAJOR}".*) ;; \
         *) echo "CUDA_MAJOR=${CUDA_MAJOR} does not match CUDA_VERSION=${CUDA_VERSION}" >&2; exit 2 ;; \
     esac \
  && python3 -m venv /opt/autoseg \
- && /opt/autoseg/bin/pip wheel --no-deps --wheel-dir /dist . \
- && wheel=$(ls /dist/autoseg-*.whl) \
- && if [ "${CUDA_MAJOR}" = 12 ]; then \
-        set -- "${wheel}[gpu${EXTRAS:+,${EXTRAS}}]"; \
-    else \
-        set -- "${wheel}${EXTRAS:+[${EXTRAS}]}" \
-            "cupy-cuda${CUDA_MAJOR}x" "cudf-cu${CUDA_MAJOR}" "cuml-cu${CUDA_MAJOR}"; \
-    fi \
- && /opt/autoseg/bin/pip install ${NVIDIA_INDEX_URL:+--extra-index-url "${NVIDIA_INDEX_URL}"} "$@" \
+ && python3 /tmp/gpu_requirements.py pyproject.toml "${CUDA_MAJOR}" "${EXTRAS}" > /tmp/requirements.txt \
+ && /opt/autoseg/bin/pip install ${NVIDIA_INDEX_URL:+--extra-index-url "${NVIDIA_INDEX_URL}"} \
+        --requirement /tmp/requirements.txt
+
+# Then autoseg itself (--no-deps: everything it needs is there, and pip check proves it). The
+# build fails unless the GPU stack imports: cudf, cuml, cupy and xgboost load without a GPU (the
+# device is probed at run time), so a broken or incomplete RAPIDS install stops here.
+COPY src ./src
+RUN /opt/autoseg/bin/pip wheel --no-deps --wheel-dir /dist . \
+ && /opt/autoseg/bin/pip install --no-deps /dist/autoseg-*.whl \
+ && /opt/autoseg/bin/pip check \
  && /opt/autoseg/bin/python -m pip uninstall --yes pip setuptools \
  && find /opt/autoseg/lib -depth -type d -name tests -exec rm -rf {} + \
- && /opt/autoseg/bin/autoseg version
+ && /opt/autoseg/bin/autoseg version \
+ && /opt/autoseg/bin/python -c "import cudf, cuml, cupy, xgboost; print('cudf', cudf.__version__, 'cuml', cuml.__version__, 'cupy', cupy.__version__, 'xgboost', xgboost.__version__)"
 
 ############################ final: runtime only, no compilers ############################
 FROM nvcr.io/nvidia/cuda:${CUDA_VERSION}-${CUDA_FLAVOR}-ubuntu${UBUNTU_VERSION}

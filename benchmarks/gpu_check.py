@@ -1,8 +1,8 @@
 """GPU check: the shared numerics on CuPy and XGBoost on CUDA against the CPU path, then timings.
 
-Meant for a CUDA machine with CuPy and XGBoost installed (cuDF and cuML are *not* needed: this
-checks the code that autoseg writes once against ``xp`` and the XGBoost explanation, not the
-RAPIDS estimators)::
+Meant for a CUDA machine with CuPy and XGBoost installed. cuDF and cuML are optional: without
+them the cuML checks are SKIPPED (not failures) and the end-to-end run uses ``--device auto``,
+which then runs CuPy and XGBoost on the GPU and scikit-learn's k-means and PCA on the CPU::
 
     python benchmarks/gpu_check.py            # checks, then timings at 1M rows
     python benchmarks/gpu_check.py --quick    # checks, then timings at 100k rows
@@ -17,7 +17,15 @@ Checks (each PASS or FAIL with the reason; any FAIL makes the exit code 1):
 * ``xgboost_cuda``: XGBoost trains with ``device="cuda"`` (and does not fall back to the CPU);
 * ``explain_cuda_vs_cpu``: ``explain_clusters(device="cuda")`` against ``device="cpu"``:
   fidelity within 0.02, the same top-3 features by importance, the same top feature per cluster;
-* ``pred_contribs_cuda_vs_cpu``: TreeSHAP of one booster on CUDA against the CPU, within 1e-3.
+* ``pred_contribs_cuda_vs_cpu``: TreeSHAP of one booster on CUDA against the CPU, within 1e-3;
+* ``cuml_kmeans_vs_sklearn`` (cuML installed): ``Backend.kmeans`` on cuML against
+  scikit-learn's ``KMeans`` from the same initial centroids: inertia within 1e-3 relative;
+* ``cuml_silhouette_vs_ours`` (cuML installed): ``cuml.metrics.cluster.silhouette_score``
+  against ``autoseg.silhouette.silhouette_scores`` (exact) within 1e-4;
+* ``end_to_end_run``: ``autoseg run`` on 1M rows (100k with ``--quick``) with ``--device gpu``
+  when cuML is installed, else ``--device auto``; passes when it exits 0 on the GPU backend and
+  ``stages_device`` says the stages that should run on the GPU did; records the stage timings.
+  Not run with ``--skip-timings``.
 
 Timings (GPU against the CPU path, each run in its own process so a run that exceeds the time
 budget is stopped; runs that would start after the budget is spent are skipped): the sampled
@@ -63,6 +71,8 @@ TIMED_SAMPLE_POINTS = 20_000
 DEFAULT_ROWS = 1_000_000
 QUICK_ROWS = 100_000
 DEFAULT_BUDGET_SECONDS = 300.0
+KMEANS_INERTIA_RTOL = 1e-3
+END_TO_END_TIMEOUT = 420.0
 
 
 @dataclass
@@ -70,7 +80,7 @@ class Check:
     """One correctness check's outcome."""
 
     name: str
-    status: str  # PASS or FAIL
+    status: str  # PASS, FAIL or SKIPPED (cuML not installed; not a failure)
     detail: str
     seconds: float
     values: dict[str, Any] = field(default_factory=dict)
@@ -339,6 +349,122 @@ def _check_pred_contribs(explanation: Any, frame: Any) -> dict[str, Any]:
             **values}
 
 
+def _cuml() -> tuple[ModuleType | None, str]:
+    """cuML when it imports (it needs cuDF's libraries too), else ``None`` and why not."""
+    try:
+        importlib.import_module("cudf")
+        return importlib.import_module("cuml"), ""
+    except ModuleNotFoundError as exc:
+        return None, f"{exc.name} not installed"
+    except Exception as exc:
+        return None, f"cuml failed to import ({_one_line(exc)})"
+
+
+def _check_cuml_kmeans() -> dict[str, Any]:
+    """Our cuML k-means (Backend.kmeans: scaled tol, array init) against scikit-learn's."""
+    from sklearn.cluster import KMeans
+
+    from autoseg.backend import select_backend
+
+    x, _, centres = _blobs(200_000, seed=6)
+    start = (centres + np.random.default_rng(7).normal(size=centres.shape)).astype(np.float32)
+    backend = select_backend("gpu")
+    ours = backend.kmeans(K_PLANTED, init=start, n_init=1, seed=SEED).fit(backend.to_device(x))
+    theirs = KMeans(n_clusters=K_PLANTED, init=start, n_init=1, random_state=SEED,
+                    algorithm="lloyd").fit(x)
+
+    def inertia(c: np.ndarray) -> float:  # the same float64 host formula for both
+        labels = _nearest_numpy(x, c.astype(np.float32))
+        return float(((x.astype(np.float64) - c[labels].astype(np.float64)) ** 2).sum())
+
+    gpu, cpu = inertia(ours.cluster_centers_), inertia(theirs.cluster_centers_)
+    relative = abs(gpu - cpu) / cpu
+    values = {"rows": len(x), "k": K_PLANTED, "inertia_cuml": gpu, "inertia_sklearn": cpu,
+              "inertia_cuml_reported": ours.inertia_, "relative_diff": relative,
+              "iterations_cuml": ours.n_iter_, "iterations_sklearn": int(theirs.n_iter_)}
+    if relative > KMEANS_INERTIA_RTOL:
+        raise CheckFailed(f"inertia differs by {relative:.2e} relative > {KMEANS_INERTIA_RTOL:g}",
+                          values)
+    return {"detail": f"{len(x)} rows, k={K_PLANTED}, same start: inertia relative diff "
+                      f"{relative:.1e}", **values}
+
+
+def _check_cuml_silhouette(cupy: ModuleType) -> dict[str, Any]:
+    """cuML's silhouette_score against ours (exact) on the same labels."""
+    from cuml.metrics.cluster import silhouette_score
+
+    from autoseg.silhouette import silhouette_scores
+
+    x, _, centres = _blobs(4_000, seed=8)
+    labelings = _labelings(x, centres, range(2, 7))
+    ours = silhouette_scores(x, labelings)
+    worst, per_k = 0.0, {}
+    for k, labels in labelings.items():
+        theirs = float(silhouette_score(cupy.asarray(x), cupy.asarray(labels)))
+        per_k[k] = {"ours": ours[k].score, "cuml": theirs}
+        worst = max(worst, abs(ours[k].score - theirs))
+    values = {"rows": len(x), "per_k": per_k, "max_abs_diff": worst}
+    if worst > SILHOUETTE_TOL:
+        raise CheckFailed(f"max |cuML - ours| = {worst:.2e} > {SILHOUETTE_TOL:g}", values)
+    return {"detail": f"{len(x)} rows, k=2..6: max |cuML - ours| = {worst:.1e}", **values}
+
+
+# Stages that must run on the GPU in the end-to-end run, by estimators.
+E2E_GPU_STAGES = {"cuml": ("reduce", "search", "fit_all_rows", "assign", "explain"),
+                  "scikit-learn": ("assign", "explain")}
+
+
+def _check_end_to_end(rows: int, with_cuml: bool, timeout: float) -> dict[str, Any]:
+    """``autoseg run`` on ``rows`` rows in a child process; the summary's stage timings."""
+    import tempfile
+
+    import pandas as pd
+
+    device = "gpu" if with_cuml else "auto"
+    with tempfile.TemporaryDirectory(prefix="autoseg-e2e-") as tmp:
+        work = Path(tmp)
+        x, _, _ = _blobs(rows, seed=10)
+        frame = pd.DataFrame(x, columns=[f"x{i}" for i in range(DIMENSIONS)])
+        frame["channel"] = np.array(["web", "app", "store"])[np.arange(rows) % 3]
+        frame.to_parquet(work / "blobs.parquet")
+        command = [sys.executable, "-c", "from autoseg.cli import main; main()", "run",
+                   "--input-table", str(work / "blobs.parquet"), "--output-table", "seg.blobs",
+                   "--model-name", "blobs", "--store", f"duckdb:{work / 'e2e.duckdb'}",
+                   "--output-dir", str(work / "out"), "--model-dir", str(work / "models"),
+                   "--device", device]
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "PYTHONWARNINGS": "ignore"}
+        started = time.monotonic()
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                                  env=env, cwd=work)
+        except subprocess.TimeoutExpired as exc:
+            raise CheckFailed(f"autoseg run --device {device} still running after "
+                              f"{timeout:.0f}s", {"rows": rows}) from exc
+        wall = time.monotonic() - started
+        if done.returncode != 0:
+            tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
+            raise CheckFailed(f"autoseg run --device {device} exited {done.returncode}: {tail}",
+                              {"rows": rows, "stderr_tail": done.stderr[-3000:]})
+        summary = json.loads((work / "out" / "summary.json").read_text())
+    stages = summary.get("stages_device", {})
+    estimators = summary["device"].get("estimators", "cuml" if with_cuml else "scikit-learn")
+    values = {"rows": rows, "device_flag": device, "wall_seconds": round(wall, 2),
+              "device": summary["device"], "stages_device": stages,
+              "timings_seconds": summary.get("timings_seconds"),
+              "chosen_k": summary.get("chosen_k")}
+    if summary["device"]["used"] != "gpu":
+        raise CheckFailed(f"ran on {summary['device']['used']!r}: "
+                          f"{summary['device']['reason']}", values)
+    off_gpu = [s for s in E2E_GPU_STAGES[estimators] if stages.get(s) not in ("gpu", "gpu+cpu")]
+    if off_gpu:
+        raise CheckFailed(f"stages not on the GPU: {off_gpu} ({stages})", values)
+    timings = summary.get("timings_seconds") or {}
+    slowest = ", ".join(f"{name} {seconds:.1f}s" for name, seconds in
+                        sorted(timings.items(), key=lambda item: -item[1])[:4])
+    return {"detail": f"--device {device}, {rows} rows, k={summary.get('chosen_k')}: "
+                      f"{wall:.1f}s wall ({slowest})", **values}
+
+
 def _run_check(name: str, run: Callable[[], dict[str, Any]], checks: list[Check]) -> None:
     started = time.perf_counter()
     try:
@@ -358,9 +484,22 @@ def _fail(name: str, reason: str, checks: list[Check]) -> None:
     checks.append(Check(name, "FAIL", reason, 0.0))
 
 
-def run_checks(cupy: ModuleType | None, cupy_problem: str) -> list[Check]:
-    """Every correctness check, each recorded PASS or FAIL (never raising)."""
+def run_checks(cupy: ModuleType | None, cupy_problem: str,
+               cuml_problem: str = "cuml not installed") -> list[Check]:
+    """Every correctness check, each recorded PASS, FAIL or SKIPPED (never raising).
+
+    ``cuml_problem`` is empty when cuML imports; else the cuML checks are SKIPPED with it.
+    """
     checks: list[Check] = []
+    if cuml_problem:
+        for name in ("cuml_kmeans_vs_sklearn", "cuml_silhouette_vs_ours"):
+            checks.append(Check(name, "SKIPPED", cuml_problem, 0.0))
+    elif cupy is None:
+        for name in ("cuml_kmeans_vs_sklearn", "cuml_silhouette_vs_ours"):
+            _fail(name, f"not run: {cupy_problem}", checks)
+    else:
+        _run_check("cuml_kmeans_vs_sklearn", _check_cuml_kmeans, checks)
+        _run_check("cuml_silhouette_vs_ours", lambda: _check_cuml_silhouette(cupy), checks)
     if cupy is None:
         _fail("cupy_device", cupy_problem, checks)
         for name in ("silhouette_exact", "silhouette_sampled", "nearest_centroid"):
@@ -532,6 +671,7 @@ def _time_in_child(case: str, device: str, rows: int, timeout: float) -> Timing:
 
 def _print_report(checks: list[Check], timings: list[Timing], env: dict[str, Any]) -> None:
     print(f"GPU: {env.get('gpu', 'none')}   CuPy: {env.get('cupy', 'none')}   "
+          f"cuML: {env.get('cuml', 'none')}   "
           f"XGBoost: {env.get('xgboost')}   NumPy: {env['numpy']}   CPUs: {env['cpu_count']}")
     print()
     print(f"{'check':<28}{'result':<8}detail")
@@ -592,8 +732,19 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.perf_counter()
     cupy, cupy_problem = _cupy()
+    cuml, cuml_problem = _cuml()
     env = _environment(cupy)
-    checks = run_checks(cupy, cupy_problem)
+    env["cuml"] = cuml.__version__ if cuml is not None else cuml_problem
+    checks = run_checks(cupy, cupy_problem, cuml_problem)
+    if args.skip_timings:
+        checks.append(Check("end_to_end_run", "SKIPPED", "--skip-timings", 0.0))
+    elif cupy is None:
+        _fail("end_to_end_run", f"not run: {cupy_problem}", checks)
+    else:
+        e2e_rows = args.rows or (QUICK_ROWS if args.quick else DEFAULT_ROWS)
+        _run_check("end_to_end_run",
+                   lambda: _check_end_to_end(e2e_rows, cuml is not None, END_TO_END_TIMEOUT),
+                   checks)
     gpu_ready = {
         "cupy": cupy_problem or None,
         "xgboost": next((c.detail for c in checks
@@ -609,7 +760,7 @@ def main(argv: list[str] | None = None) -> int:
         "environment": env,
         "arguments": {"quick": args.quick, "rows": rows, "budget_seconds": args.budget_seconds},
         "tolerances": {"silhouette": SILHOUETTE_TOL, "fidelity": FIDELITY_TOL,
-                       "pred_contribs": CONTRIBS_TOL},
+                       "pred_contribs": CONTRIBS_TOL, "kmeans_inertia": KMEANS_INERTIA_RTOL},
         "checks": [asdict(c) for c in checks],
         "timings": [asdict(t) for t in timings],
         "failed": failed,

@@ -3,7 +3,11 @@
 These run on any machine: the GPU packages are simulated through ``sys.modules`` (a missing
 package is ``None`` there; a present one is a small fake), so the reasons, the error messages
 and the translation of every k-means/PCA parameter into cuML's terms are checked without a GPU.
-The one test that needs a real CUDA device is marked ``gpu`` and skipped elsewhere.
+Where the real cuML is installed (CI installs it: ``.ci/run``), the recording stand-ins give way
+to it for the part that runs without a GPU: every keyword they receive must bind to the real
+``cuml.cluster.KMeans`` / ``cuml.decomposition.PCA`` / ``cuml.dask.cluster.KMeans`` signature
+(tests/test_rapids_real.py checks the rest against the real packages). The one test that needs
+a real CUDA device is marked ``gpu`` and skipped elsewhere.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
+import json
 import sys
 import types
 from pathlib import Path
@@ -40,13 +45,37 @@ from autoseg.silhouette import silhouette_scores
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _real_signatures() -> dict[str, inspect.Signature]:
+    """The real cuML estimators' signatures, read once before any fake enters sys.modules
+    (empty without cuML; cuML imports without a GPU)."""
+    found: dict[str, inspect.Signature] = {}
+    for module, name in (("cuml.cluster", "KMeans"), ("cuml.decomposition", "PCA"),
+                         ("cuml.dask.cluster", "KMeans")):
+        try:
+            found[f"{module}.{name}"] = inspect.signature(
+                getattr(importlib.import_module(module), name))
+        except Exception:  # not installed (cuml.dask needs the gpu-dask extra)
+            continue
+    return found
+
+
+REAL_SIGNATURES = _real_signatures()
+
+
+def _bind_to_real(qualified: str, kwargs: dict[str, Any]) -> None:
+    """Where the real class is installed, the keywords must bind to its signature."""
+    signature = REAL_SIGNATURES.get(qualified)
+    if signature is not None:
+        signature.bind(**kwargs)  # TypeError names an unexpected keyword
+
+
 # --------------------------------------------------------------------------- fakes
 
 
 def _fake_cupy(devices: int | Exception = 1) -> types.ModuleType:
     """A stand-in for CuPy backed by NumPy, seeing ``devices`` CUDA devices (or raising)."""
     fake = types.ModuleType("cupy")
-    for name in ("asarray", "var", "float32", "float64", "int32", "int64"):
+    for name in ("asarray", "empty", "var", "float32", "float64", "int32", "int64"):
         setattr(fake, name, getattr(np, name))
     # Libraries probe isinstance(x, cupy.ndarray) when "cupy" is in sys.modules: a class of
     # its own keeps NumPy arrays from passing for CuPy ones.
@@ -71,6 +100,7 @@ class _FakeCumlKMeans:
     calls: list[dict[str, Any]] = []
 
     def __init__(self, **kwargs: Any) -> None:
+        _bind_to_real("cuml.cluster.KMeans", kwargs)
         type(self).calls.append(kwargs)
         self.kwargs = kwargs
 
@@ -93,6 +123,7 @@ class _FakeCumlPCA:
     calls: list[dict[str, Any]] = []
 
     def __init__(self, **kwargs: Any) -> None:
+        _bind_to_real("cuml.decomposition.PCA", kwargs)
         type(self).calls.append(kwargs)
         self.kwargs = kwargs
 
@@ -110,6 +141,16 @@ class _FakeCudfFrame:
         return ("cudf", table)
 
 
+def _fake_cudf() -> types.ModuleType:
+    cudf = types.ModuleType("cudf")
+    cudf.__version__ = "0.0-fake"
+    # classes: libraries probe isinstance(x, cudf.DataFrame / Series / Index)
+    cudf.DataFrame = _FakeCudfFrame
+    cudf.Series = type("Series", (), {})
+    cudf.Index = type("Index", (), {})
+    return cudf
+
+
 def _install(monkeypatch: pytest.MonkeyPatch, **modules: types.ModuleType | None) -> None:
     for name, module in modules.items():
         monkeypatch.setitem(sys.modules, name.replace("__", "."), module)
@@ -119,12 +160,7 @@ def _fake_rapids(monkeypatch: pytest.MonkeyPatch) -> None:
     """CuPy with one device, cuDF and cuML (KMeans and PCA recorded) all 'installed'."""
     _FakeCumlKMeans.calls = []
     _FakeCumlPCA.calls = []
-    cudf = types.ModuleType("cudf")
-    cudf.__version__ = "0.0-fake"
-    # classes: libraries probe isinstance(x, cudf.DataFrame / Series / Index)
-    cudf.DataFrame = _FakeCudfFrame
-    cudf.Series = type("Series", (), {})
-    cudf.Index = type("Index", (), {})
+    cudf = _fake_cudf()
     cuml = types.ModuleType("cuml")
     cuml.__version__ = "0.0-fake"
     cluster = types.ModuleType("cuml.cluster")
@@ -160,8 +196,6 @@ def test_auto_gives_a_backend_and_a_reason() -> None:
     [
         ({"cupy": None}, "cupy not installed"),
         ({"cupy": "no-device"}, "no CUDA device visible"),
-        ({"cupy": "one-device", "cudf": None}, "cudf not installed"),
-        ({"cupy": "one-device", "cudf": "fake", "cuml": None}, "cuml not installed"),
     ],
 )
 def test_auto_falls_back_to_cpu_naming_what_is_missing(
@@ -174,6 +208,103 @@ def test_auto_falls_back_to_cpu_naming_what_is_missing(
     assert probe_gpu()[:2] == (False, reason)
     backend = select_backend("auto")
     assert (backend.name, backend.xp, backend.reason) == ("cpu", np, reason)
+
+
+@pytest.mark.parametrize(
+    ("modules", "missing"),
+    [
+        ({"cudf": None}, "cudf not installed"),
+        ({"cudf": "fake", "cuml": None}, "cuml not installed"),
+    ],
+)
+def test_auto_with_cupy_but_no_rapids_runs_cupy_and_xgboost_on_the_gpu(
+    monkeypatch: pytest.MonkeyPatch, modules: dict[str, str | None], missing: str
+) -> None:
+    _install(monkeypatch, cupy=_fake_cupy(1),
+             **{name: _fake_cudf() if kind else None for name, kind in modules.items()})
+    assert probe_gpu()[:2] == (False, missing)
+    backend = select_backend("auto")
+    assert (backend.name, backend.xp, backend.xdf) == ("gpu", sys.modules["cupy"], pd)
+    assert backend.estimators == "scikit-learn" and not backend.uses_cuml
+    assert backend.reason.startswith(
+        f"CUDA device visible: Fake GPU; {missing}, so k-means and PCA run on the CPU "
+        "(scikit-learn)")
+    assert backend.describe()["estimators"] == "scikit-learn"
+    stages = backend.stage_devices(explain_device="cuda")
+    assert stages["assign"] == stages["explain"] == "gpu"
+    assert stages["reduce"] == stages["fit_all_rows"] == stages["features"] == "cpu"
+    assert stages["search"] == "gpu+cpu"  # scikit-learn k-means, silhouettes on CuPy
+    assert backend.component_devices()["kmeans"] == "cpu"
+    assert backend.component_devices()["xp"] == "gpu"
+    # the estimators are scikit-learn's, fed from device arrays
+    x, _ = make_blobs(300, 4, centers=3, random_state=0)
+    model = backend.kmeans(3, seed=0).fit(backend.to_device(x, np.float32))
+    assert model.device == "cpu" and "algorithm" in model.params
+    assert model.cluster_centers_.shape == (3, 4)
+    assert backend.pca(2).fit(x).components_.shape == (2, 4)
+    frame = backend.frame_from_arrow(pa.table({"a": [1, 2]}))
+    assert isinstance(frame, pd.DataFrame)
+    # --device gpu asks for every estimator on the GPU: a usage error naming what is missing
+    message = (f"--device=gpu: the GPU is visible (Fake GPU) but {missing}, so k-means and "
+               "PCA cannot run on it: install autoseg[gpu], or use --device auto (CuPy and "
+               "XGBoost on the GPU, k-means and PCA on the CPU) or --device cpu")
+    with pytest.raises(UsageError, match=f"^{_escape(message)}$"):
+        select_backend("gpu")
+
+
+def _numpy_backed_cupy() -> types.ModuleType:
+    """A CuPy stand-in with one device whose arrays are NumPy's (every ``xp`` call works).
+
+    ``ndarray`` stays a class of its own: libraries (XGBoost, scikit-learn) probe
+    ``isinstance(x, cupy.ndarray)`` when "cupy" is imported, and host arrays must not pass.
+    """
+    fake = _fake_cupy(1)
+    fake.__getattr__ = lambda name: getattr(np, name)  # module-level __getattr__ (PEP 562)
+    return fake
+
+
+# XGBoost is asked for CUDA (its wheel has it) and falls back to the CPU here, with a warning.
+@pytest.mark.filterwarnings("ignore:.*(No visible GPU|Device is changed from GPU):UserWarning")
+def test_a_whole_run_on_a_cupy_only_backend_matches_the_cpu_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The CLI's pipeline end to end with CuPy but no cuDF/cuML (the lent machine's setup):
+    the stages take the GPU branches (device arrays, CuPy silhouettes and assignments) with
+    scikit-learn's k-means and PCA, and give the CPU run's segmentation."""
+    import duckdb
+
+    from autoseg.config import build_config
+    from autoseg.demo import make_customers
+    from autoseg.pipeline import run
+
+    frame, _ = make_customers(2000, seed=3)
+    database = tmp_path / "store.duckdb"
+    with duckdb.connect(str(database)) as conn:
+        conn.execute("CREATE SCHEMA demo")
+        conn.register("frame", frame)
+        conn.execute("CREATE TABLE demo.customers AS SELECT * FROM frame")
+    results = {}
+    for device in ("cpu", "auto"):
+        if device == "auto":
+            _install(monkeypatch, cupy=_numpy_backed_cupy(), cudf=None)
+        config = build_config({
+            "store": f"duckdb:{database}", "input_table": "demo.customers",
+            "output_table": f"demo.seg_{device}", "model_name": f"m_{device}",
+            "output_dir": str(tmp_path / f"out_{device}"),
+            "model_dir": str(tmp_path / "models"), "device": device,
+        })
+        results[device] = run(config)
+    cpu, gpu = results["cpu"], results["auto"]
+    summary = json.loads(gpu.summary_path.read_text())
+    assert summary["device"]["used"] == "gpu"
+    assert summary["device"]["estimators"] == "scikit-learn"
+    assert summary["device"]["reason"].startswith("CUDA device visible: Fake GPU; cudf not "
+                                                  "installed")
+    stages = summary["stages_device"]
+    assert stages["search"] == "gpu+cpu" and stages["assign"] == "gpu"
+    assert stages["fit_all_rows"] == stages["reduce"] == stages["features"] == "cpu"
+    assert gpu.chosen_k == cpu.chosen_k
+    np.testing.assert_array_equal(np.asarray(gpu.labels), np.asarray(cpu.labels))
 
 
 def test_cuda_error_while_counting_devices_is_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -216,9 +347,11 @@ def test_gpu_is_chosen_when_cupy_sees_a_device_and_rapids_imports(
     assert backend.xdf is sys.modules["cudf"]
     assert backend.reason.startswith("CUDA device visible: Fake GPU")
     assert backend.versions == {"cupy": "0.0-fake", "cudf": "0.0-fake", "cuml": "0.0-fake"}
+    assert backend.uses_cuml and backend.describe()["estimators"] == "cuml"
     assert backend.frame_from_arrow("table") == ("cudf", "table")
     stages = backend.stage_devices()
-    assert {s for s, d in stages.items() if d == "gpu"} >= {"reduce", "search", "assign"}
+    assert {s for s, d in stages.items() if d == "gpu"} >= {"reduce", "search", "assign",
+                                                              "fit_all_rows"}
     assert stages["features"] == stages["read"] == "cpu"
     # XGBoost's own fallback wins over what was planned
     assert backend.stage_devices(explain_device="cpu")["explain"] == "cpu"
@@ -358,6 +491,111 @@ def test_gpu_pca_drops_the_seed_and_returns_host_arrays(monkeypatch: pytest.Monk
 def test_kmeans_arguments_are_checked_on_every_device(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         select_backend("cpu").kmeans(3, **kwargs)
+
+
+# --------------------------------------------------------------------------- Dask refit
+
+
+class _FakeDaskKMeans:
+    """Records what cuml.dask.cluster.KMeans would get; fits with scikit-learn on the host."""
+
+    calls: list[dict[str, Any]] = []
+    fail: Exception | None = None
+
+    def __init__(self, **kwargs: Any) -> None:
+        # cuml.dask's KMeans takes client= and passes the rest on to cuml.cluster.KMeans
+        _bind_to_real("cuml.dask.cluster.KMeans", kwargs)
+        _bind_to_real("cuml.cluster.KMeans", {k: v for k, v in kwargs.items() if k != "client"})
+        type(self).calls.append(kwargs)
+        self.kwargs = kwargs
+
+    def fit(self, x: Any) -> _FakeDaskKMeans:
+        if type(self).fail is not None:
+            raise type(self).fail
+        model = KMeans(n_clusters=self.kwargs["n_clusters"], init=self.kwargs["init"],
+                       n_init=1, max_iter=self.kwargs["max_iter"]).fit(x.compute())
+        self.cluster_centers_ = model.cluster_centers_
+        self.n_iter_ = model.n_iter_
+        return self
+
+
+@pytest.fixture
+def dask_client() -> Any:
+    """A real in-process Dask cluster (its workers share this process's sys.modules)."""
+    distributed = pytest.importorskip("distributed")
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=":0") as cluster, \
+            distributed.Client(cluster) as client:
+        yield client
+
+
+def _fake_cuml_dask(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_rapids(monkeypatch)
+    _FakeDaskKMeans.calls = []
+    _FakeDaskKMeans.fail = None
+    dask_module = types.ModuleType("cuml.dask")
+    dask_cluster = types.ModuleType("cuml.dask.cluster")
+    dask_cluster.KMeans = _FakeDaskKMeans
+    _install(monkeypatch, cuml__dask=dask_module, cuml__dask__cluster=dask_cluster)
+
+
+def test_dask_refit_is_refused_on_cpu_workers(dask_client: Any) -> None:
+    da = pytest.importorskip("dask.array")
+    assert backend_module.every_worker_has_gpu(dask_client) is False
+    x = da.from_array(np.zeros((100, 3), dtype=np.float32), chunks=50)
+    with pytest.raises(backend_module.DaskGPURefitUnavailable,
+                       match=r"^not every Dask worker has a CUDA device and cuML$"):
+        backend_module.dask_kmeans_refit(x, np.zeros((2, 3), np.float32), tol=1e-3, seed=0,
+                                         client=dask_client)
+
+
+def test_dask_refit_passes_the_scaled_tol_and_the_warm_start(
+    monkeypatch: pytest.MonkeyPatch, dask_client: Any
+) -> None:
+    da = pytest.importorskip("dask.array")
+    _fake_cuml_dask(monkeypatch)
+    assert backend_module.every_worker_has_gpu(dask_client) is True
+    points, _ = make_blobs(2000, 4, centers=3, random_state=5)
+    start = points[:3].astype(np.float32)
+    x = da.from_array(points.astype(np.float32), chunks=500)
+    centres, facts = backend_module.dask_kmeans_refit(x, start, tol=0.0123, seed=4,
+                                                      client=dask_client, max_iter=40)
+    (kwargs,) = _FakeDaskKMeans.calls
+    assert set(kwargs) == set(backend_module.DASK_KMEANS_KEYWORDS)
+    assert kwargs["tol"] == 0.0123  # already scaled by the caller: passed as is
+    assert (kwargs["n_clusters"], kwargs["n_init"], kwargs["random_state"],
+            kwargs["max_iter"]) == (3, 1, 4, 40)
+    assert kwargs["client"] is dask_client
+    np.testing.assert_array_equal(kwargs["init"], start)
+    assert centres.dtype == np.float32 and centres.shape == (3, 4)
+    assert facts["engine"] == "cuml.dask" and facts["tolerance"] == 0.0123
+
+
+def test_dask_refit_failure_is_one_line_for_the_fallback(
+    monkeypatch: pytest.MonkeyPatch, dask_client: Any
+) -> None:
+    da = pytest.importorskip("dask.array")
+    _fake_cuml_dask(monkeypatch)
+    _FakeDaskKMeans.fail = RuntimeError("NCCL error: unhandled system error\ndetails")
+    x = da.from_array(np.ones((60, 2), dtype=np.float32), chunks=30)
+    with pytest.raises(backend_module.DaskGPURefitUnavailable,
+                       match=r"^cuml\.dask KMeans failed \(RuntimeError: NCCL error: "
+                             r"unhandled system error\)$"):
+        backend_module.dask_kmeans_refit(x, np.ones((2, 2), np.float32), tol=1e-3, seed=0,
+                                         client=dask_client)
+
+
+def test_dask_refit_without_cuml_dask_names_the_import_error(
+    monkeypatch: pytest.MonkeyPatch, dask_client: Any
+) -> None:
+    da = pytest.importorskip("dask.array")
+    _fake_rapids(monkeypatch)  # workers have CuPy with a device and cuML, but no cuml.dask
+    _install(monkeypatch, cuml__dask=None, cuml__dask__cluster=None)
+    x = da.from_array(np.ones((10, 2), dtype=np.float32), chunks=5)
+    with pytest.raises(backend_module.DaskGPURefitUnavailable,
+                       match=r"^cuml\.dask failed to import \(ModuleNotFoundError: "):
+        backend_module.dask_kmeans_refit(x, np.ones((2, 2), np.float32), tol=1e-3, seed=0,
+                                         client=dask_client)
 
 
 # --------------------------------------------------------------------------- CPU estimators

@@ -10,7 +10,14 @@ The device is chosen once per run (``--device auto|cpu|gpu``) and handed to the 
   :data:`PCA_PARAMETERS` (a combination cuML cannot run raises :class:`UnsupportedOnGPU`);
 * ``xgboost_device``: ``"cpu"`` or ``"cuda"`` for the surrogate explanation model;
 * ``frame_from_arrow``: a pandas or a cuDF frame of the input table;
-* ``stage_devices``: where each pipeline stage runs, for the run summary.
+* ``stage_devices``: where each pipeline stage runs, for the run summary;
+* ``dask_kmeans_refit`` / ``every_worker_has_gpu``: cuML's multi-GPU k-means refit on a Dask
+  cluster of GPU workers, or :class:`DaskGPURefitUnavailable` for the caller's fallback.
+
+The GPU backend comes in two kinds: with RAPIDS (CuPy, cuDF and cuML: every estimator on the
+GPU) and with CuPy alone (``estimators == "scikit-learn"``: the ``xp`` numerics and XGBoost on
+the GPU, k-means and PCA by scikit-learn on the host), chosen by ``--device auto`` when CuPy
+sees a device but cuDF or cuML does not import.
 
 Only this module imports ``cupy``, ``cudf`` and ``cuml``, and only lazily: the CPU path, the
 tests and ``import autoseg`` never need them. Decisions (k range, seeds, sampling, tie-breaks)
@@ -160,19 +167,21 @@ KMEANS_INIT_VALUES: Final[Mapping[str, tuple[str, str]]] = {
 }
 
 # Where each pipeline stage runs, by what it uses from the backend: "host" stages (reading,
-# profiling, the pandas feature preparation, writing) always run on the CPU; the others follow
-# the backend's device (``xgboost`` follows ``xgboost_device``).
-STAGE_COMPONENTS: Final[Mapping[str, str]] = {
-    "read": "host",
-    "profile": "host",
-    "features": "host",
-    "reduce": "pca",
-    "search": "kmeans",
-    "fit_all_rows": "kmeans",
-    "assign": "xp",
-    "explain": "xgboost",
-    "write": "host",
-    "report": "host",
+# profiling, the pandas feature preparation, writing) always run on the CPU; "pca" and
+# "kmeans" run where the estimators do (cuML on the GPU, scikit-learn on the host), "xp" where
+# the arrays are, "xgboost" on ``xgboost_device``. The search fits k-means and scores the
+# silhouettes and assignments on ``xp``.
+STAGE_COMPONENTS: Final[Mapping[str, tuple[str, ...]]] = {
+    "read": ("host",),
+    "profile": ("host",),
+    "features": ("host",),
+    "reduce": ("pca",),
+    "search": ("kmeans", "xp"),
+    "fit_all_rows": ("kmeans",),
+    "assign": ("xp",),
+    "explain": ("xgboost",),
+    "write": ("host",),
+    "report": ("host",),
 }
 
 
@@ -208,7 +217,8 @@ class KMeansModel:
             with warnings.catch_warnings():
                 # Fewer distinct points than k is reported by the caller's own size check.
                 warnings.simplefilter("ignore", ConvergenceWarning)
-                self.estimator = KMeans(**self.params).fit(x)
+                # _to_host: on a CuPy-only GPU backend the caller's rows are on the device.
+                self.estimator = KMeans(**self.params).fit(_to_host(x))
             centres = self.estimator.cluster_centers_
         else:
             cuml_cluster = importlib.import_module("cuml.cluster")
@@ -220,7 +230,9 @@ class KMeansModel:
             self.estimator = cuml_cluster.KMeans(**params).fit(x_dev)
             centres = _to_host(self.estimator.cluster_centers_)
         self.cluster_centers_ = np.asarray(centres)
-        self.labels_ = self.estimator.labels_
+        # labels_ is an xp array on both devices (a host-to-device copy on a CuPy-only backend)
+        self.labels_ = (self.estimator.labels_ if self.device == "gpu" or self._xp is np
+                        else self._xp.asarray(self.estimator.labels_))
         self.inertia_ = float(self.estimator.inertia_)
         self.n_iter_ = int(getattr(self.estimator, "n_iter_", 0) or 0)
         return self
@@ -247,7 +259,7 @@ class PCAModel:
         if self.device == "cpu":
             from sklearn.decomposition import PCA
 
-            self.estimator = PCA(**self.params).fit(x)
+            self.estimator = PCA(**self.params).fit(_to_host(x))
         else:
             cuml_decomposition = importlib.import_module("cuml.decomposition")
             self.estimator = cuml_decomposition.PCA(**self.params).fit(self._xp.asarray(x))
@@ -257,6 +269,117 @@ class PCAModel:
             _to_host(self.estimator.explained_variance_ratio_)
         )
         return self
+
+
+# --------------------------------------------------------------------------- Dask refit
+
+
+class DaskGPURefitUnavailable(RuntimeError):
+    """cuML's multi-GPU k-means refit cannot run (or failed) on this Dask cluster.
+
+    Raised by :func:`dask_kmeans_refit` with the reason in one line; the caller logs it and
+    refits with its Dask Lloyd reduction instead. Not a user error: the run goes on.
+    """
+
+
+# cuml.dask.cluster.KMeans(client=..., **kwargs) passes its keyword arguments on to
+# cuml.cluster.KMeans on every worker; ours are the same keywords as the single-GPU refit
+# (KMEANS_PARAMETERS, array init) plus the client. tol is absolute there too (cuVS), so the
+# caller passes it already scaled by the mean column variance, as the Lloyd reduction uses it.
+DASK_KMEANS_KEYWORDS: Final = ("n_clusters", "init", "n_init", "random_state", "tol",
+                               "max_iter", "output_type", "client")
+
+
+def _worker_has_gpu() -> bool:
+    """On a Dask worker: CuPy sees a CUDA device and cuML imports (never raises)."""
+    try:
+        cupy = importlib.import_module("cupy")
+        if int(cupy.cuda.runtime.getDeviceCount()) < 1:
+            return False
+        importlib.import_module("cuml")
+    except Exception:
+        return False
+    return True
+
+
+def every_worker_has_gpu(client: Any) -> bool:
+    """Whether every worker of the Dask ``client``'s cluster has a CUDA device and cuML.
+
+    Asks each worker (``client.run``); ``False`` for a cluster without workers and when a
+    worker cannot be asked. A CPU worker among GPU ones makes it ``False``: cuML's multi-GPU
+    k-means puts a partition on every worker.
+    """
+    try:
+        answers = client.run(_worker_has_gpu)
+    except Exception:
+        return False
+    return bool(answers) and all(bool(answer) for answer in answers.values())
+
+
+def dask_kmeans_refit(
+    x: Any, centroids: np.ndarray, *, tol: float, seed: int, client: Any, max_iter: int = 300,
+) -> tuple[np.ndarray, dict[str, Any]]:
+    """cuML's multi-GPU k-means (``cuml.dask.cluster.KMeans``) on every row, warm-started.
+
+    The multi-GPU counterpart of the Dask Lloyd refit: one start from ``centroids``, the same
+    stopping rule (summed squared centre shift <= ``tol``, at most ``max_iter`` iterations).
+
+    Parameters
+    ----------
+    x
+        (n, d) Dask array of the prepared rows (host blocks; they are moved to CuPy on the
+        workers).
+    centroids
+        (k, d) starting centres (from the k search on a sample).
+    tol
+        Absolute tolerance on the summed squared centre shift: ``1e-4`` x the mean column
+        variance, as the caller computes it for its Lloyd refit (cuML's ``tol`` is absolute).
+    seed
+        ``random_state`` (unused by a warm start, passed for reproducibility).
+    client
+        The run's ``distributed.Client``.
+    max_iter
+        Most Lloyd iterations.
+
+    Returns
+    -------
+    tuple
+        The centres (float32, k x d, host) and facts for the summary: ``engine``
+        (``"cuml.dask"``), ``iterations``, ``inertia`` (``None`` where cuML does not say),
+        ``tolerance``.
+
+    Raises
+    ------
+    DaskGPURefitUnavailable
+        When a worker has no GPU or no cuML, ``cuml.dask`` does not import here, or the fit
+        fails; the message is one line.
+    """
+    if not every_worker_has_gpu(client):
+        raise DaskGPURefitUnavailable("not every Dask worker has a CUDA device and cuML")
+    try:
+        cupy = importlib.import_module("cupy")
+        dask_cluster = importlib.import_module("cuml.dask.cluster")
+    except Exception as exc:
+        raise DaskGPURefitUnavailable(f"cuml.dask failed to import ({_one_line(exc)})") from exc
+    try:
+        start = cupy.asarray(np.asarray(centroids, dtype=np.float32))
+        gpu_x = x.astype(np.float32).map_blocks(cupy.asarray, dtype=np.float32,
+                                                 meta=cupy.empty((0, 0), dtype=np.float32))
+        model = dask_cluster.KMeans(
+            n_clusters=int(centroids.shape[0]), init=start, n_init=1, random_state=int(seed),
+            tol=float(tol), max_iter=int(max_iter), output_type="cupy", client=client,
+        ).fit(gpu_x)
+        found = _to_host(model.cluster_centers_).astype(np.float32)
+    except Exception as exc:  # a worker error, out of memory, a version mismatch, ...
+        raise DaskGPURefitUnavailable(f"cuml.dask KMeans failed ({_one_line(exc)})") from exc
+    iterations = getattr(model, "n_iter_", None)
+    inertia = getattr(model, "inertia_", None)
+    return found, {
+        "done": True, "engine": "cuml.dask",
+        "iterations": int(iterations) if iterations is not None else None,
+        "inertia": float(inertia) if inertia is not None else None,
+        "tolerance": float(tol),
+    }
 
 
 # --------------------------------------------------------------------------- the backend
@@ -281,6 +404,9 @@ class Backend:
         with CUDA, else ``"cpu"``.
     versions
         Versions of the GPU packages found (empty on the CPU).
+    estimators
+        Who fits k-means and PCA: ``"cuml"`` (the GPU with RAPIDS) or ``"scikit-learn"`` (the
+        CPU, and a GPU backend with CuPy but without cuDF/cuML).
     """
 
     name: str
@@ -289,11 +415,17 @@ class Backend:
     xdf: ModuleType | None = None
     xgboost_device: str = "cpu"
     versions: Mapping[str, str] = field(default_factory=dict)
+    estimators: str = "scikit-learn"
 
     @property
     def is_gpu(self) -> bool:
-        """Whether this backend runs on the GPU."""
+        """Whether this backend runs on the GPU (its ``xp`` is CuPy)."""
         return self.name == "gpu"
+
+    @property
+    def uses_cuml(self) -> bool:
+        """Whether k-means and PCA run on cuML (a GPU backend with RAPIDS)."""
+        return self.estimators == "cuml"
 
     # --- arrays
 
@@ -354,8 +486,9 @@ class Backend:
         """
         array_init = not isinstance(init, str) and not callable(init)
         _check_kmeans_args(n_clusters, init, n_init, seed, tol, max_iter, algorithm, array_init)
-        if not self.is_gpu:
-            cpu_init: Any = KMEANS_INIT_VALUES[init][0] if isinstance(init, str) else init
+        if not self.uses_cuml:
+            cpu_init: Any = (KMEANS_INIT_VALUES[init][0] if isinstance(init, str)
+                             else _to_host(init) if array_init else init)
             params = {
                 "n_clusters": n_clusters, "init": cpu_init, "n_init": n_init,
                 "random_state": seed, "tol": tol, "max_iter": max_iter, "algorithm": algorithm,
@@ -399,7 +532,7 @@ class Backend:
         if isinstance(n_components, bool) or not isinstance(n_components, (int, np.integer)) \
                 or n_components < 1:
             raise ValueError(f"n_components={n_components!r} must be an integer >= 1")
-        if not self.is_gpu:
+        if not self.uses_cuml:
             return PCAModel("cpu", {"n_components": int(n_components), "random_state": seed},
                             self.xp)
         params = {"n_components": int(n_components), "svd_solver": "full",
@@ -409,8 +542,8 @@ class Backend:
     # --- frames
 
     def frame_from_arrow(self, table: Any) -> Any:
-        """A pandas (CPU) or cuDF (GPU) frame of the Arrow ``table``."""
-        if self.is_gpu:
+        """A pandas frame (CPU, CuPy-only GPU) or a cuDF frame (GPU with RAPIDS) of ``table``."""
+        if self.uses_cuml:
             cudf = importlib.import_module("cudf")
             return cudf.DataFrame.from_arrow(table)
         return table.to_pandas()
@@ -426,16 +559,22 @@ class Backend:
             The device XGBoost actually used (``Explanation.device``: ``"cpu"``/``"cuda"``);
             it wins over ``xgboost_device`` because XGBoost silently falls back to the CPU.
         """
-        xgb_device = explain_device if explain_device is not None else self.xgboost_device
+        components = self.component_devices(explain_device)
         devices: dict[str, str] = {}
-        for stage, component in STAGE_COMPONENTS.items():
-            if component == "host":
-                devices[stage] = "cpu"
-            elif component == "xgboost":
-                devices[stage] = "gpu" if xgb_device.startswith("cuda") else "cpu"
-            else:
-                devices[stage] = self.name
+        for stage, used in STAGE_COMPONENTS.items():
+            found = {components[name] for name in used}
+            # A stage that uses both (the search on a CuPy-only backend: scikit-learn k-means,
+            # silhouettes on CuPy) is "gpu+cpu"; component_devices() says which part is where.
+            devices[stage] = found.pop() if len(found) == 1 else "gpu+cpu"
         return devices
+
+    def component_devices(self, explain_device: str | None = None) -> dict[str, str]:
+        """Where each part of the backend runs: ``host``, ``pca``, ``kmeans``, ``xp`` and
+        ``xgboost`` (``"cpu"`` or ``"gpu"``); see :meth:`stage_devices`."""
+        xgb_device = explain_device if explain_device is not None else self.xgboost_device
+        estimators = "gpu" if self.uses_cuml else "cpu"
+        return {"host": "cpu", "pca": estimators, "kmeans": estimators, "xp": self.name,
+                "xgboost": "gpu" if xgb_device.startswith("cuda") else "cpu"}
 
     def describe(self) -> dict[str, Any]:
         """JSON-able description for the run summary."""
@@ -443,6 +582,7 @@ class Backend:
             "used": self.name,
             "reason": self.reason,
             "xgboost_device": self.xgboost_device,
+            "estimators": self.estimators,
             "versions": dict(self.versions),
         }
 
@@ -490,29 +630,61 @@ def _to_host(array: Any) -> np.ndarray:
 # --------------------------------------------------------------------------- selection
 
 
-def probe_gpu() -> tuple[bool, str, dict[str, str]]:
-    """Whether the GPU path can run here, why (not), and the GPU package versions.
+@dataclass(frozen=True)
+class GpuProbe:
+    """What the device probe found (nothing is raised: every failure becomes a reason).
 
-    The GPU is usable when CuPy imports and sees at least one CUDA device and cuDF and cuML
-    import. Nothing is raised: every failure becomes the reason string.
+    Attributes
+    ----------
+    cupy_ok
+        CuPy imports and sees at least one CUDA device.
+    rapids_ok
+        ``cupy_ok``, and cuDF and cuML import too: every estimator can run on the GPU.
+    reason
+        Why the GPU is (not) usable: ``CUDA device visible: <name>`` when ``rapids_ok``, else
+        the first problem (``cupy not installed``, ``no CUDA device visible (...)``,
+        ``cudf not installed``, ...).
+    device
+        The CUDA device's name (empty without one).
+    versions
+        Versions of the GPU packages found.
     """
+
+    cupy_ok: bool
+    rapids_ok: bool
+    reason: str
+    device: str = ""
+    versions: Mapping[str, str] = field(default_factory=dict)
+
+
+def probe_devices() -> GpuProbe:
+    """Probe CuPy and its CUDA device, then cuDF and cuML (in :data:`GPU_PACKAGES` order)."""
     versions: dict[str, str] = {}
     cupy, problem = _import("cupy")
     if cupy is None:
-        return False, problem, versions
+        return GpuProbe(False, False, problem, versions=versions)
     versions["cupy"] = str(getattr(cupy, "__version__", "?"))
     try:
         count = int(cupy.cuda.runtime.getDeviceCount())
     except Exception as exc:  # CUDA driver missing or too old, no device nodes, ...
-        return False, f"no CUDA device visible ({_one_line(exc)})", versions
+        return GpuProbe(False, False, f"no CUDA device visible ({_one_line(exc)})",
+                        versions=versions)
     if count < 1:
-        return False, "no CUDA device visible", versions
+        return GpuProbe(False, False, "no CUDA device visible", versions=versions)
+    device = _device_name(cupy)
     for name in GPU_PACKAGES[1:]:
         module, problem = _import(name)
         if module is None:
-            return False, problem, versions
+            return GpuProbe(True, False, problem, device, versions)
         versions[name] = str(getattr(module, "__version__", "?"))
-    return True, f"CUDA device visible: {_device_name(cupy)}", versions
+    return GpuProbe(True, True, f"CUDA device visible: {device}", device, versions)
+
+
+def probe_gpu() -> tuple[bool, str, dict[str, str]]:
+    """Whether the whole GPU path (CuPy with a device, cuDF, cuML) can run here, why (not),
+    and the GPU package versions. Nothing is raised: every failure becomes the reason."""
+    found = probe_devices()
+    return found.rapids_ok, found.reason, dict(found.versions)
 
 
 def select_backend(device: str) -> Backend:
@@ -521,8 +693,10 @@ def select_backend(device: str) -> Backend:
     Parameters
     ----------
     device
-        ``"cpu"``: always the CPU. ``"gpu"``: the GPU, or an error. ``"auto"``: the GPU when
-        CuPy sees a CUDA device and cuDF and cuML import, else the CPU with a logged reason.
+        ``"cpu"``: always the CPU. ``"gpu"``: the GPU with RAPIDS (CuPy, cuDF, cuML), or an
+        error. ``"auto"``: the GPU with RAPIDS when it is usable; else, when CuPy sees a CUDA
+        device, the GPU for the ``xp`` numerics and XGBoost with scikit-learn's k-means and
+        PCA (``estimators="scikit-learn"``); else the CPU. The reason is logged.
 
     Returns
     -------
@@ -532,25 +706,38 @@ def select_backend(device: str) -> Backend:
     Raises
     ------
     UsageError
-        For an unknown ``device``, or ``gpu`` without a usable GPU.
+        For an unknown ``device``, or ``gpu`` without a usable GPU and RAPIDS.
     """
     if device not in DEVICES:
         raise UsageError(f"--device={device!r} must be one of {', '.join(DEVICES)}")
     if device == "cpu":
         return _cpu_backend("requested with --device cpu")
-    usable, reason, versions = probe_gpu()
-    if usable:
-        backend = _gpu_backend(reason, versions)
-        log.info("device %s: using the GPU (%s; XGBoost on %s)", device, reason,
+    found = probe_devices()
+    if found.rapids_ok:
+        backend = _gpu_backend(found.reason, dict(found.versions), "cuml")
+        log.info("device %s: using the GPU (%s; XGBoost on %s)", device, backend.reason,
                  backend.xgboost_device)
         return backend
+    if device == "gpu" and found.cupy_ok:
+        raise UsageError(
+            f"--device=gpu: the GPU is visible ({found.device}) but {found.reason}, so k-means "
+            "and PCA cannot run on it: install autoseg[gpu], or use --device auto (CuPy and "
+            "XGBoost on the GPU, k-means and PCA on the CPU) or --device cpu"
+        )
     if device == "gpu":
         raise UsageError(
-            f"--device=gpu: no usable GPU ({reason}): use --device cpu or auto, or "
+            f"--device=gpu: no usable GPU ({found.reason}): use --device cpu or auto, or "
             f"{GPU_INSTALL_HINT}"
         )
-    log.info("device auto: using the CPU (%s)", reason)
-    return _cpu_backend(reason)
+    if found.cupy_ok:
+        reason = (f"CUDA device visible: {found.device}; {found.reason}, so k-means and PCA "
+                  "run on the CPU (scikit-learn)")
+        backend = _gpu_backend(reason, dict(found.versions), "scikit-learn")
+        log.info("device auto: using the GPU for CuPy and XGBoost (%s; XGBoost on %s)",
+                 backend.reason, backend.xgboost_device)
+        return backend
+    log.info("device auto: using the CPU (%s)", found.reason)
+    return _cpu_backend(found.reason)
 
 
 def _cpu_backend(reason: str) -> Backend:
@@ -559,14 +746,15 @@ def _cpu_backend(reason: str) -> Backend:
     return Backend("cpu", np, reason, xdf=pandas, xgboost_device="cpu")
 
 
-def _gpu_backend(reason: str, versions: dict[str, str]) -> Backend:
+def _gpu_backend(reason: str, versions: dict[str, str], estimators: str) -> Backend:
     cupy = importlib.import_module("cupy")
-    cudf = importlib.import_module("cudf")
+    # cuDF frames come with cuML; a CuPy-only backend reads into pandas.
+    xdf = importlib.import_module("cudf" if estimators == "cuml" else "pandas")
     xgb_device = "cuda" if _xgboost_has_cuda() else "cpu"
     if xgb_device == "cpu":
         reason += "; XGBoost was built without CUDA, so the explanation runs on the CPU"
-    return Backend("gpu", cupy, reason, xdf=cudf, xgboost_device=xgb_device,
-                   versions=versions)
+    return Backend("gpu", cupy, reason, xdf=xdf, xgboost_device=xgb_device,
+                   versions=versions, estimators=estimators)
 
 
 def _xgboost_has_cuda() -> bool:
