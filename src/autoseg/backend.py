@@ -177,6 +177,7 @@ STAGE_COMPONENTS: Final[Mapping[str, tuple[str, ...]]] = {
     "features": ("host",),
     "reduce": ("pca",),
     "search": ("kmeans", "xp"),
+    "stability": ("kmeans",),
     "fit_all_rows": ("kmeans",),
     "assign": ("xp",),
     "explain": ("xgboost",),

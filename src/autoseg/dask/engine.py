@@ -188,7 +188,7 @@ class DaskEngine:
     def fit_all_rows(self, prepared: Any, centroids: np.ndarray) -> tuple[
             np.ndarray, dict[str, Any]]:
         """Distributed Lloyd iterations (or cuML's multi-GPU KMeans), warm-started."""
-        return fit_all_rows(prepared, centroids, self.config.seed, gpu=self.backend.is_gpu)
+        return fit_all_rows(prepared, centroids, self.config.seed, self.backend, self.client)
 
     def count(self, prepared: Any, centroids: np.ndarray,
               points: np.ndarray | None) -> tuple[list[int], SilhouetteScore | None]:

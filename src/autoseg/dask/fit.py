@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import dask
 import numpy as np
 
+from autoseg.backend import Backend, DaskGPURefitUnavailable, dask_kmeans_refit
 from autoseg.search import nearest_centroid
 from autoseg.silhouette import SilhouetteScore, distance_sums, silhouette_from_sums
+
+log = logging.getLogger(__name__)
 
 # scikit-learn KMeans defaults, so the distributed refit stops where refit_on_all_rows stops.
 LLOYD_MAX_ITER = 300
@@ -50,7 +54,8 @@ def _tree_sum(parts: list[Any]) -> Any:
 
 
 def fit_all_rows(
-    x: Any, centroids: np.ndarray, seed: int, gpu: bool = False,
+    x: Any, centroids: np.ndarray, seed: int, backend: Backend | None = None,
+    client: Any = None,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Lloyd iterations on every row of the dataset, warm-started from the sample's centroids.
 
@@ -62,8 +67,9 @@ def fit_all_rows(
     keeps its previous centroid (scikit-learn would move it to a far point; with warm starts
     from a sample whose clusters are all non-empty this does not happen in practice).
 
-    With ``gpu`` (the run's backend is the GPU) and RAPIDS' ``cuml.dask`` importable, cuML's
-    multi-GPU KMeans does the fit instead (untested here: no GPU cluster in CI).
+    On a GPU backend with cuML, when every worker has a GPU, cuML's multi-GPU KMeans does the
+    fit instead (``backend.dask_kmeans_refit``, with the same tolerance); if it cannot run or
+    fails, one log line says why and the Lloyd iterations above do the fit.
 
     Parameters
     ----------
@@ -74,22 +80,28 @@ def fit_all_rows(
         (k, d) starting centroids, from the k search on a sample.
     seed
         The run's seed (cuML's refit).
-    gpu
-        Whether the run's backend is the GPU.
+    backend
+        The run's device backend (``None``: the CPU).
+    client
+        The run's ``distributed.Client`` (for the multi-GPU refit).
 
     Returns
     -------
     tuple
         The centroids (float32, k x d) and facts for the summary (engine, iterations, inertia).
     """
-    if gpu and _cuml_dask_available():
-        return _fit_all_rows_cuml(x, centroids, seed)
     blocks = x.to_delayed().ravel().tolist()
     moments = dask.compute(_tree_sum([dask.delayed(_block_moments)(b) for b in blocks]))[0]
     n, d = int(moments[0]), x.shape[1]
     mean = moments[1:1 + d] / n
     variance = np.maximum(moments[1 + d:] / n - mean * mean, 0.0)
     tol = float(variance.mean() * LLOYD_TOL)
+    if backend is not None and backend.uses_cuml and client is not None:
+        try:
+            return dask_kmeans_refit(x, centroids, tol=tol, seed=seed, client=client,
+                                     max_iter=LLOYD_MAX_ITER)
+        except DaskGPURefitUnavailable as exc:
+            log.info("dask: cuml.dask refit not used (%s); refitting with Dask Lloyd", exc)
     current = centroids.astype(np.float32)
     k = current.shape[0]
     inertia = float("nan")
@@ -167,26 +179,3 @@ def sizes_and_silhouette(
     sums = total[k:].reshape(len(points), k)
     own = nearest_centroid(points, centroids)
     return sizes, silhouette_from_sums(sums, own, counts, int(counts.sum()))
-
-
-def _cuml_dask_available() -> bool:
-    try:
-        import cuml.dask.cluster  # noqa: F401
-    except Exception:  # ImportError, or CUDA missing at import time
-        return False
-    return True
-
-
-def _fit_all_rows_cuml(x: Any, centroids: np.ndarray,
-                       seed: int) -> tuple[np.ndarray, dict[str, Any]]:  # pragma: no cover
-    """cuML's multi-GPU KMeans, warm-started from the sample's centroids (needs dask-cuda
-    workers with GPUs; the blocks are moved to CuPy on the workers)."""
-    import cupy
-    from cuml.dask.cluster import KMeans as DaskKMeans
-
-    gpu_x = x.map_blocks(cupy.asarray, dtype=np.float32)
-    model = DaskKMeans(n_clusters=centroids.shape[0], init=cupy.asarray(centroids),
-                       n_init=1, max_iter=LLOYD_MAX_ITER, tol=LLOYD_TOL, random_state=seed)
-    model.fit(gpu_x)
-    found = cupy.asnumpy(model.cluster_centers_).astype(np.float32)
-    return found, {"done": True, "engine": "cuml.dask", "iterations": None, "inertia": None}
