@@ -52,6 +52,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 from sklearn.preprocessing import StandardScaler
 
+from autoseg.alternatives import describe_alternatives
 from autoseg.backend import select_backend
 from autoseg.config import build_config
 from autoseg.features import fit_features
@@ -129,6 +130,28 @@ def a_like(k: int, seed: int) -> Case:
     frame = pd.DataFrame(x, columns=["x0", "x1"])
     lo, hi = max(2, k - 10), k + 10
     return Case(f"A-like k={k} (seed {seed})", "franti-like", frame, truth, (lo, hi))
+
+
+def a_like_uneven(k: int, seed: int) -> Case:
+    """A-type with an uneven layout: three quarters of the clusters crowd one side of ``x``.
+
+    The crowd fills three columns of a jittered grid, the rest one sparse column far to the
+    right. The quartiles of ``x`` then fall inside the crowd, so a quartile-based scale
+    (``IQR``) stretches ``x`` against ``y``; a standard deviation keeps the clusters round.
+    """
+    rng = np.random.default_rng(seed)
+    crowd = (3 * k) // 4
+    rows = int(np.ceil(crowd / 3))
+    step = 4.6
+    centres = [[step * (i % 3), step * (i // 3)] for i in range(crowd)]
+    rest = k - crowd
+    centres += [[step * 3 + 12.0, (rows - 1) * step * j / max(rest - 1, 1)] for j in range(rest)]
+    centres_array = np.array(centres) + rng.uniform(-0.3, 0.3, (k, 2))
+    truth = np.repeat(np.arange(k), 150)
+    x = (centres_array[truth] + rng.normal(0, 1, (truth.size, 2))) * 1000
+    frame = pd.DataFrame(x, columns=["x0", "x1"])
+    return Case(f"A-like uneven k={k} (seed {seed})", "franti-like", frame, truth,
+                (max(2, k - 10), k + 10))
 
 
 def s_like(k: int, separation: float, seed: int) -> Case:
@@ -271,14 +294,15 @@ def cases(full: bool) -> list[Case]:
         _franti("a2", (25, 45)),
         _franti("unbalance", (2, 12), note="the silhouette prefers 6 even at the optimum"),
         _franti("g2-2-30", (2, 9)),
-        a_like(20, 1), a_like(35, 2), a_like(50, 3),
+        a_like(20, 1), a_like(35, 2), a_like(50, 3), a_like_uneven(20, 4), a_like_uneven(30, 5),
         s_like(15, 4.5, 5), s_like(15, 3.2, 6),
         dim_like(16, 7), dim_like(64, 8),
         *_real_cases(),
         adult_like(min(rows, 30_000), 9),
-        planted(QUICK_ROWS, 10, mixed=False, noise=False, separation=1.6),
-        planted(QUICK_ROWS, 11, mixed=True, noise=False, separation=1.6),
-        planted(QUICK_ROWS, 12, mixed=True, noise=True, separation=1.6),
+        planted(QUICK_ROWS, 10, mixed=False, noise=False, separation=2.5),
+        planted(QUICK_ROWS, 11, mixed=True, noise=False, separation=2.5),
+        planted(QUICK_ROWS, 12, mixed=True, noise=True, separation=2.5),
+        planted(QUICK_ROWS, 14, mixed=False, noise=False, separation=1.6),
         planted(rows, 13, mixed=True, noise=True, name="customer table as in issue 15"),
     ]
     return found
@@ -344,7 +368,38 @@ def run_autoseg(case: Case) -> tuple[Outcome, dict[str, Any]]:
                 else None
     if case.weak_labels is not None:
         outcome.extra["ari_weak_labels"] = float(adjusted_rand_score(case.weak_labels, labels))
+    # What another k would change, from the search's own fits of the search rows.
+    search_frame = case.frame if rows is None else case.frame.iloc[rows]
+    chosen_labels = labels if rows is None else labels[rows]
+    alternatives = describe_alternatives(
+        search, spec.readable(search_frame), chosen_labels=chosen_labels,
+        kinds={f.column: f.kind for f in spec.numeric})
+    outcome.extra["alternatives"] = [line for alt in alternatives for line in alt["summary"]]
+    if case.truth is not None:
+        outcome.extra["true_split_named"] = _true_split_named(
+            alternatives, chosen_labels, search, case.truth if rows is None else case.truth[rows],
+            case.true_k)
     return outcome, ceiling
+
+
+def _true_split_named(alternatives: list[dict[str, Any]], chosen_labels: np.ndarray,
+                      search: Any, truth: np.ndarray, true_k: int | None) -> bool | None:
+    """Whether the alternative at the true k names a split into two different true segments.
+
+    ``None`` when the true k is not among the alternatives (or is the chosen k).
+    """
+    entry = next((alt for alt in alternatives if alt["k"] == true_k), None)
+    if entry is None:
+        return None
+    alt_labels = search.fits[true_k][1]
+    for split in entry["splits"]:
+        majorities = set()
+        for part in split["into"]:
+            mask = (chosen_labels == split["cluster"]) & (alt_labels == part["other_cluster"])
+            majorities.add(int(np.bincount(truth[mask]).argmax()))
+        if len(majorities) >= 2:
+            return True
+    return False
 
 
 def run_notebook(case: Case) -> Outcome:
@@ -467,6 +522,9 @@ def main(argv: list[str] | None = None) -> int:
               f"{100 * record['max_share']:.1f}%, {ours['seconds']:.1f}s / "
               f"{nb['seconds']:.1f}s, goal {'met' if record['goal_met'] else 'NOT met'}",
               flush=True)
+        if case.group == "planted" or not record["goal_met"]:
+            for line in ours["extra"]["alternatives"]:
+                print(f"    {line}", flush=True)
     print()
     print(markdown_table(records))
     result = {

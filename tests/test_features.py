@@ -207,9 +207,15 @@ def test_scale_is_not_inflated_by_a_few_absurd_rows() -> None:
     assert np.abs(matrix).max() <= CLIP
 
 
-def test_zero_inflated_column_falls_back_to_the_standard_deviation() -> None:
-    values = np.zeros(1000)
-    values[:15] = 5.0  # 1.5% non-zero: the winsorised values are all zero
-    spec = fit_features(pd.DataFrame({"coupon_uses": values, "other": np.arange(1000) % 7}))
-    feature = next(f for f in spec.numeric if f.column == "coupon_uses")
-    assert feature.scale > 0
+def test_zero_inflated_column_is_weighted_like_a_flag() -> None:
+    """92% zeros: standardising would put the other rows 3.7 sd away, a cluster of their own."""
+    rng = np.random.default_rng(7)
+    gains = np.where(rng.random(5000) < 0.92, 0.0, rng.lognormal(8.5, 1.0, 5000))
+    frame = pd.DataFrame({"capital_gain": gains, "age": rng.normal(40, 10, 5000)})
+    spec = fit_features(frame)
+    matrix, _ = spec.transform(frame)
+    column = spec.matrix_columns.index("capital_gain")
+    others = matrix[gains > 0, column]
+    assert np.all(matrix[gains == 0, column] == 0)
+    # the typical non-zero row is CATEGORY_DISTANCE from the zeros, as in a two-valued column
+    assert np.median(np.abs(others)) == pytest.approx(CATEGORY_DISTANCE, rel=1e-6)
