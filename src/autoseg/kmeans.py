@@ -193,7 +193,9 @@ def _draw_d2(d1: Any, rng: np.random.Generator, xp: Any) -> int:
     total = float(cumulative[-1])
     if not total > 0:
         return int(rng.integers(d1.shape[0]))
-    index = int(xp.searchsorted(cumulative, rng.random() * total, side="right"))
+    # The value as a one-element array: CuPy's searchsorted takes arrays only.
+    value = xp.asarray([rng.random() * total], dtype=cumulative.dtype)
+    index = int(xp.searchsorted(cumulative, value, side="right")[0])
     return min(index, int(d1.shape[0]) - 1)
 
 
