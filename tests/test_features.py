@@ -166,3 +166,56 @@ def test_readable_features_keep_original_units() -> None:
     np.testing.assert_allclose(readable["spend"], frame["spend"])
     assert isinstance(readable["plan"].dtype, pd.CategoricalDtype)
     assert set(readable["member"].unique()) <= {0.0, 1.0}
+
+
+def test_scale_keeps_the_geometry_of_multimodal_columns() -> None:
+    """A column's scale follows its whole spread, not the spread of the mode its quartiles hit.
+
+    Five round clusters, four of them at ``x = 0``: both quartiles of ``x`` fall inside that
+    mode, so ``IQR / 1.349`` is the within-cluster spread (about 4) and would stretch ``x``
+    tenfold against ``y``, turning the round clusters into needles.
+    """
+    rng = np.random.default_rng(5)
+    # coordinates far from 0, as in point-set benchmarks: skewed (1.5) but not heavy-tailed
+    centres = np.array([[0, 0], [0, 40], [0, 80], [0, 120], [100, 60]], dtype=float) + 1000
+    truth = np.repeat(np.arange(len(centres)), 400)
+    points = centres[truth] + rng.normal(0, 4.0, (truth.size, 2))
+    frame = pd.DataFrame(points, columns=["x", "y"])
+    spec = fit_features(frame)
+    assert not any(f.log for f in spec.numeric)  # a minority mode is not a heavy tail
+    scales = {f.column: f.scale for f in spec.numeric}
+    stds = frame.std(ddof=0)
+    for column in ("x", "y"):
+        assert scales[column] == pytest.approx(stds[column], rel=0.03)
+    iqr = (frame.quantile(0.75) - frame.quantile(0.25)) / 1.349
+    assert iqr["x"] < 0.2 * stds["x"]  # what the IQR scale would have done
+    matrix, _ = fit_features(frame).transform(frame)
+    result = search_k(matrix, [3, 4, 5, 6], restarts=3, seed=0, exact_max_rows=10_000,
+                      sample_size=2000)
+    assert result.chosen_k == 5
+
+
+def test_scale_is_not_inflated_by_a_few_absurd_rows() -> None:
+    rng = np.random.default_rng(6)
+    visits = rng.normal(10.0, 2.0, 5000)
+    clean = fit_features(pd.DataFrame({"visits": visits})).numeric[0].scale
+    visits[:20] = 1e9  # 0.4% of rows, the column stays unskewed enough to be left unlogged?
+    spec = fit_features(pd.DataFrame({"visits": visits}))
+    feature = spec.numeric[0]
+    assert feature.scale == pytest.approx(clean, rel=0.05) or feature.log
+    matrix, _ = spec.transform(pd.DataFrame({"visits": visits}))
+    assert np.abs(matrix).max() <= CLIP
+
+
+def test_zero_inflated_column_is_weighted_like_a_flag() -> None:
+    """92% zeros: standardising would put the other rows 3.7 sd away, a cluster of their own."""
+    rng = np.random.default_rng(7)
+    gains = np.where(rng.random(5000) < 0.92, 0.0, rng.lognormal(8.5, 1.0, 5000))
+    frame = pd.DataFrame({"capital_gain": gains, "age": rng.normal(40, 10, 5000)})
+    spec = fit_features(frame)
+    matrix, _ = spec.transform(frame)
+    column = spec.matrix_columns.index("capital_gain")
+    others = matrix[gains > 0, column]
+    assert np.all(matrix[gains == 0, column] == 0)
+    # the typical non-zero row is CATEGORY_DISTANCE from the zeros, as in a two-valued column
+    assert np.median(np.abs(others)) == pytest.approx(CATEGORY_DISTANCE, rel=1e-6)

@@ -78,3 +78,39 @@ def test_no_usable_k_is_an_input_error() -> None:
     x = np.repeat(np.array([[0.0, 0.0], [5.0, 5.0]]), 10, axis=0)
     with pytest.raises(InputDataError, match="no candidate k could be used"):
         _search(x, [3])
+
+
+def _grid(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """25 round clusters on a jittered 5 x 5 grid, where single k-means++ starts get stuck."""
+    rng = np.random.default_rng(seed)
+    centres = np.stack(np.meshgrid(np.arange(5), np.arange(5)), -1).reshape(-1, 2) * 6.0
+    centres += rng.uniform(-1, 1, centres.shape)
+    truth = np.repeat(np.arange(25), 60)
+    return (centres[truth] + rng.normal(0, 1, (truth.size, 2))).astype(np.float32), truth
+
+
+def test_the_search_reaches_the_optimum_and_finds_the_true_k() -> None:
+    from sklearn.cluster import KMeans
+
+    x, truth = _grid(1)
+    start = np.stack([x[truth == c].mean(axis=0) for c in range(25)])
+    optimum = KMeans(25, init=start, n_init=1).fit(x)
+    result = _search(x, [23, 24, 25, 26, 27], restarts=1)
+    at_true_k = result.candidate(25)
+    assert at_true_k is not None and at_true_k.restart_inertia is not None
+    assert at_true_k.inertia <= optimum.inertia_ * 1.005
+    assert at_true_k.inertia <= at_true_k.restart_inertia
+    assert result.chosen_k == 25
+    assert adjusted_rand_score(truth, result.labels) >= \
+        adjusted_rand_score(truth, optimum.labels_) - 0.01
+    assert result.candidate(30) is None
+
+
+def test_refit_on_all_rows_moves_sample_centroids_to_the_table_optimum() -> None:
+    x, _ = make_blobs(4000, 3, centers=4, random_state=3)
+    x = x.astype(np.float32)
+    sample = _search(x[::10], [4])
+    centroids, inertia = search_module.refit_on_all_rows(x, sample.centroids, seed=0)
+    labels = nearest_centroid(x, centroids)
+    expected = sum(float(((x[labels == c] - centroids[c]) ** 2).sum()) for c in range(4))
+    assert inertia == pytest.approx(expected, rel=1e-3)

@@ -123,3 +123,13 @@ def test_bad_parameters_are_refused(kwargs: dict[str, object], message: str) -> 
     k_values = options.pop("k_values")
     with pytest.raises(ValueError, match=message):
         stability_by_k(x, k_values, **options)  # type: ignore[arg-type]
+
+
+def test_an_explicit_cpu_backend_gives_the_default_scores() -> None:
+    from autoseg.backend import select_backend
+
+    x = _blobs(900)
+    default = stability_by_k(x, [3, 4], runs=2, restarts=1, seed=1)
+    explicit = stability_by_k(x, [3, 4], runs=2, restarts=1, seed=1,
+                              backend=select_backend("cpu"))
+    assert default == explicit

@@ -1,22 +1,27 @@
-"""Choose k: fit k-means for every candidate k and keep the best mean silhouette."""
+"""Choose k: fit k-means for every candidate k and keep the best mean silhouette.
+
+Every candidate k is fitted by :func:`autoseg.kmeans.fit_optimum` (k-means++ restarts refined
+by centroid swaps until no swap helps), because the silhouette of a local optimum can pick the
+wrong k: on an A-type set with 50 round clusters, best-of-10 k-means++ ended 8% above the
+optimum and the silhouette then preferred 49 clusters; at the optimum, 50 wins. Every estimator
+is built by the run's :class:`~autoseg.backend.Backend` (scikit-learn on the CPU, cuML on a GPU).
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-import warnings
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
 
+from autoseg.kmeans import fit_optimum
 from autoseg.silhouette import silhouette_scores
 
 if TYPE_CHECKING:
-    from autoseg.backend import Backend
+    from autoseg.backend import Backend, KMeansModel
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,8 @@ class KCandidate:
     fit_seconds: float
     rejected: str | None = None  # why this k could not be chosen
     stability: float | None = None  # mean pairwise ARI over subsample refits
+    restart_inertia: float | None = None  # best k-means++ restart, before the swaps
+    swaps: int = 0  # centroid swaps that lowered the inertia
 
     def as_dict(self) -> dict[str, object]:
         """JSON-able scores."""
@@ -46,7 +53,12 @@ class KCandidate:
 
 @dataclass
 class SearchResult:
-    """The scores of every k tried and the chosen one."""
+    """The scores of every k tried and the chosen one.
+
+    ``fits`` holds, for every k that could be scored, its centroids and the labels of the
+    searched rows (the rows of ``x`` given to :func:`search_k`, in that order); this is what
+    :mod:`autoseg.alternatives` compares, without another pass over the data.
+    """
 
     candidates: list[KCandidate]
     chosen_k: int
@@ -71,21 +83,30 @@ class SearchResult:
         return {c.k: c.silhouette for c in self.candidates
                 if c.silhouette is not None and c.rejected is None}
 
+    def candidate(self, k: int) -> KCandidate | None:
+        """The scores of ``k``, or ``None`` when it was not tried."""
+        return next((c for c in self.candidates if c.k == k), None)
 
-def fit_kmeans(x: Any, k: int, restarts: int, seed: int, backend: Backend | None = None) -> Any:
-    """k-means++ with ``restarts`` starts; the lowest-inertia run is kept.
 
-    On a GPU backend this is cuML's KMeans through :meth:`Backend.kmeans` (see its parameter
-    map); ``cluster_centers_`` and ``inertia_`` mean the same on both.
+def default_backend(backend: Backend | None) -> Backend:
+    """``backend``, or the CPU backend when none is given (library calls and tests)."""
+    if backend is not None:
+        return backend
+    from autoseg.backend import select_backend
+
+    return select_backend("cpu")
+
+
+def fit_kmeans(
+    x: Any, k: int, restarts: int, seed: int, backend: Backend | None = None
+) -> KMeansModel:
+    """k-means++ with ``restarts`` starts; the lowest-inertia run is kept (no swaps).
+
+    Built by :meth:`Backend.kmeans` (scikit-learn on the CPU, cuML on a GPU; see its parameter
+    map); ``cluster_centers_`` and ``inertia_`` mean the same on both. ``x`` must be an array
+    of the backend's ``xp``.
     """
-    if backend is not None and backend.is_gpu:
-        return backend.kmeans(k, n_init=restarts, seed=seed).fit(x)
-    with warnings.catch_warnings():
-        # Fewer distinct points than k is reported by our own check on the cluster sizes.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return KMeans(
-            n_clusters=k, init="k-means++", n_init=restarts, random_state=seed, algorithm="lloyd"
-        ).fit(x)
+    return default_backend(backend).kmeans(k, n_init=restarts, seed=seed).fit(x)
 
 
 def nearest_centroid(x: np.ndarray, centroids: np.ndarray, chunk_rows: int = 262_144) -> np.ndarray:
@@ -140,7 +161,8 @@ def search_k(
     k_values
         Candidate numbers of clusters, ascending; a single value fixes k.
     restarts
-        k-means++ starts per k.
+        k-means++ starts per k; the best start is then refined by centroid swaps
+        (:func:`autoseg.kmeans.fit_optimum`).
     seed
         Seed for k-means and the silhouette sample.
     exact_max_rows, sample_size, population_rows
@@ -149,29 +171,31 @@ def search_k(
     min_cluster_size
         A k whose smallest cluster has fewer rows of ``x`` is scored but rejected.
     backend
-        Device backend; on a GPU the k-means fits, assignments and silhouettes run there on
-        one device copy of ``x`` (the small CH/DB scores use the host copy).
+        Device backend (the CPU when ``None``); it builds every k-means estimator, and on a
+        GPU the fits, swaps, assignments and silhouettes run there on one device copy of ``x``
+        (the small CH/DB scores use the host copy).
 
     Returns
     -------
     SearchResult
         Scores of every k, the chosen k, its centroids and labels.
     """
+    backend = default_backend(backend)
     fits: dict[int, tuple[np.ndarray, np.ndarray, float, float]] = {}
     candidates: dict[int, KCandidate] = {}
-    xp = backend.xp if backend is not None else np
-    x_device = backend.to_device(x, np.float32) if backend is not None and backend.is_gpu else x
+    xp = backend.xp
+    x_device = backend.to_device(x, np.float32)
     for k in k_values:
         started = time.perf_counter()
-        model = fit_kmeans(x_device, k, restarts, seed, backend)
-        centroids = np.asarray(model.cluster_centers_, dtype=np.float32)
+        fit = fit_optimum(x_device, k, restarts=restarts, seed=seed, backend=backend)
+        centroids = fit.centroids
         labels, _ = nearest_centroid_with_distance(x_device, centroids, xp=xp)
         sizes = np.bincount(labels, minlength=k)
         seconds = time.perf_counter() - started
         candidate = KCandidate(
-            k=k, silhouette=None, silhouette_stderr=0.0, inertia=float(model.inertia_),
+            k=k, silhouette=None, silhouette_stderr=0.0, inertia=fit.inertia,
             calinski_harabasz=None, davies_bouldin=None, sizes=sizes.tolist(),
-            fit_seconds=seconds,
+            fit_seconds=seconds, restart_inertia=fit.restart_inertia, swaps=fit.swaps,
         )
         if (sizes == 0).any():
             candidate.rejected = (
@@ -181,9 +205,11 @@ def search_k(
         else:
             candidate.calinski_harabasz = float(calinski_harabasz_score(x, labels))
             candidate.davies_bouldin = float(davies_bouldin_score(x, labels))
-            fits[k] = (centroids, labels, seconds, float(model.inertia_))
+            fits[k] = (centroids, labels, seconds, fit.inertia)
         candidates[k] = candidate
-        log.info("k=%d fitted in %.2fs, sizes %s", k, seconds, sizes.tolist())
+        log.info("k=%d fitted in %.2fs (%d of %d swaps kept, inertia %.6g -> %.6g), sizes %s",
+                 k, seconds, fit.swaps, fit.trials, fit.restart_inertia, fit.inertia,
+                 sizes.tolist())
     if not fits:
         raise _no_valid_k(candidates)
     scores = silhouette_scores(
@@ -255,14 +281,8 @@ def refit_on_all_rows(
     The k search runs on a sample (restarts are cheap there); one warm-started fit on all rows
     then moves the centroids to the whole table's optimum. Returns the centroids and inertia.
     """
-    if backend is not None and backend.is_gpu:
-        model = backend.kmeans(centroids.shape[0], init=centroids, n_init=1, seed=seed)
-        model.fit(backend.to_device(x, np.float32))
-        return np.asarray(model.cluster_centers_, dtype=np.float32), float(model.inertia_)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        model = KMeans(
-            n_clusters=centroids.shape[0], init=centroids.astype(x.dtype), n_init=1,
-            random_state=seed, algorithm="lloyd",
-        ).fit(x)
-    return model.cluster_centers_.astype(np.float32), float(model.inertia_)
+    backend = default_backend(backend)
+    model = backend.kmeans(centroids.shape[0], init=centroids.astype(np.float32), n_init=1,
+                           seed=seed)
+    model.fit(backend.to_device(x, np.float32))
+    return np.asarray(model.cluster_centers_, dtype=np.float32), float(model.inertia_)

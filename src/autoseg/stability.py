@@ -19,11 +19,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import combinations
+from typing import TYPE_CHECKING
 
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
-from autoseg.search import fit_kmeans, nearest_centroid
+from autoseg.kmeans import fit_optimum
+from autoseg.search import default_backend, nearest_centroid_with_distance
+
+if TYPE_CHECKING:
+    from autoseg.backend import Backend
 
 DEFAULT_RUNS = 5
 DEFAULT_SAMPLE_FRACTION = 0.8
@@ -65,6 +70,7 @@ def stability_by_k(
     max_rows: int = DEFAULT_MAX_ROWS,
     restarts: int = DEFAULT_RESTARTS,
     seed: int = 0,
+    backend: Backend | None = None,
 ) -> dict[int, StabilityScore]:
     """Subsampling stability (mean pairwise ARI) of k-means for every candidate k.
 
@@ -81,9 +87,13 @@ def stability_by_k(
     max_rows
         Most rows in the common evaluation sample (and the base of the fit size).
     restarts
-        k-means++ starts per fit.
+        k-means++ starts per fit, each fit then refined by centroid swaps as in the search
+        (:func:`autoseg.kmeans.fit_optimum`).
     seed
         Seed of the samples; run ``r`` uses k-means seed ``seed + r``.
+    backend
+        Builds the k-means estimators (the CPU when ``None``); on a GPU the fits and
+        assignments run on one device copy of the evaluation rows and subsamples.
 
     Returns
     -------
@@ -105,13 +115,20 @@ def stability_by_k(
     fit_size = min(fit_size, n)
     # The same subsamples serve every k, so differences between k are not sampling noise.
     subsamples = [np.sort(rng.choice(n, fit_size, replace=False)) for _ in range(runs)]
+    backend = default_backend(backend)
+    evaluation_device = backend.to_device(evaluation, np.float32)
+    fit_rows = [backend.to_device(x[rows], np.float32) for rows in subsamples]
     scores: dict[int, StabilityScore] = {}
     for k in k_values:
         labellings = []
-        for run, rows in enumerate(subsamples):
-            model = fit_kmeans(x[rows], k, restarts, seed + run)
-            centroids = model.cluster_centers_.astype(np.float32)
-            labellings.append(nearest_centroid(evaluation, centroids))
+        for run, rows_device in enumerate(fit_rows):
+            # The search's own optimiser: stability then measures how much the optimum itself
+            # moves between samples, not how often a restart lands in a local optimum.
+            centroids = fit_optimum(rows_device, k, restarts=restarts, seed=seed + run,
+                                    backend=backend).centroids
+            labels, _ = nearest_centroid_with_distance(evaluation_device, centroids,
+                                                       xp=backend.xp)
+            labellings.append(labels)
         aris = np.array([adjusted_rand_score(a, b) for a, b in combinations(labellings, 2)])
         scores[k] = StabilityScore(
             mean_ari=float(aris.mean()), std_ari=float(aris.std()), runs=runs,
