@@ -269,3 +269,20 @@ def test_failed_table_write_keeps_the_previous_model(
                     output_table="demo.out"))
     assert {p.name: p.read_bytes() for p in model_dir.iterdir()} == before
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["m"]  # no staging left
+
+
+def test_summary_and_report_show_what_the_neighbouring_k_would_change(tmp_path: Path) -> None:
+    _write_demo(tmp_path)
+    result = run(_config(tmp_path, input_table="demo.customers", max_clusters=6,
+                         kmeans_restarts=2, stability_runs=0))
+    summary = json.loads(result.summary_path.read_text())
+    chosen = summary["chosen_k"]
+    by_k = {alt["k"]: alt for alt in summary["alternatives"]}
+    assert {chosen - 1, chosen + 1} <= set(by_k)
+    bigger = by_k[chosen + 1]
+    assert bigger["option"] == f"--num-clusters {chosen + 1}"
+    assert bigger["splits"], "one more cluster splits one of the chosen clusters"
+    assert bigger["silhouette_gap"] < 0  # the chosen k has the best silhouette
+    report = (tmp_path / "out" / "report.html").read_text()
+    assert "Another k: what it would change" in report
+    assert f"--num-clusters {chosen + 1}" in report

@@ -115,7 +115,7 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("device", "choice", "auto",
               "`auto` (GPU when usable, else CPU), `cpu` or `gpu`.", choices=DEVICES),
     Parameter("kmeans_restarts", "int", 10,
-              "k-means++ restarts per k; the best (lowest inertia) is kept.", minimum=1),
+              "k-means++ starts per k; the best is refined by centroid swaps.", minimum=1),
     Parameter("search_sample_size", "int", 20_000,
               "Rows the k search runs on when the table has more than "
               "--silhouette-exact-max-rows; the chosen k is then fitted on all rows, "

@@ -61,14 +61,15 @@ def k_values(config: RunConfig, n_rows: int) -> list[int]:
 
 
 def stability_stage(search: SearchResult, x: np.ndarray, config: RunConfig,
-                    timer: Timer) -> None:
+                    timer: Timer, backend: Backend | None = None) -> None:
     """Stability of every choosable k beside its silhouette; with --prefer-stable, choose by it."""
     ks = sorted(search.choosable())
     if config.stability_runs < 2 or len(ks) < 2:
         return
     with timer.stage("stability"):
         scores = stability_by_k(x, ks, runs=config.stability_runs, max_rows=STABILITY_ROWS,
-                                restarts=STABILITY_RESTARTS, seed=config.seed)
+                                restarts=STABILITY_RESTARTS, seed=config.seed,
+                                backend=backend)
     for cand in search.candidates:
         if cand.k in scores:
             cand.stability = scores[cand.k].mean_ari

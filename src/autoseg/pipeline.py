@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from autoseg.alternatives import describe_alternatives
 from autoseg.atomic import StagedFile, stage_file
 from autoseg.audience import CDPClient, cdp_client_from_environment
 from autoseg.backend import Backend, select_backend
@@ -205,6 +206,8 @@ class _Fit:
     search: SearchResult | None
     refit: dict[str, Any] | None  # the all-rows refit's facts; None for a reused model
     id_matching: dict[str, Any] | None
+    search_frame: pd.DataFrame | None  # the searched rows, for what another k would change
+    search_x: np.ndarray | None
 
 
 class _Run:
@@ -269,7 +272,7 @@ class _Run:
                 with timer.stage("features"):
                     prepared, imputed = engine.prepare_all(saved.spec, saved.projection)
                 log.info("reused saved model %r (k=%d); no fitting", config.model_name, saved.k)
-                fit = _Fit(saved, None, None, None)
+                fit = _Fit(saved, None, None, None, None, None)
             model = fit.model
             with timer.stage("describe_sample"):
                 sample = engine.take(rows.describe)
@@ -294,8 +297,10 @@ class _Run:
                                           config, reused=saved is not None,
                                           xgboost_device=self.backend.xgboost_device)
             projection_2d = _projection_sample(sample_x, labels, config.seed)
+            alternatives = self._alternatives(fit)
         summary = self._summary(info, model, fit, imputed, profile, sizes, all_rows,
                                 described, len(sample))
+        summary.alternatives = alternatives
         return self._write(summary, model, fit, described, projection_2d)
 
     def _fit(self, info: InputInfo, rows: RowSets, previous: SegmentationModel | None
@@ -309,9 +314,10 @@ class _Run:
         with timer.stage("search"):
             # Restarts and silhouettes are affordable on a sample; the chosen k is then fitted
             # on every row below. Small tables are searched whole.
-            search_x = _prepare(engine.take(rows.search), spec, projection)
+            search_frame = engine.take(rows.search)
+            search_x = _prepare(search_frame, spec, projection)
             search = search_candidates(search_x, info.n_rows, config, self.backend)
-        stability_stage(search, search_x, config, timer)
+        stability_stage(search, search_x, config, timer, self.backend)
         prepared, imputed = engine.prepare_all(spec, projection)
         centroids = search.centroids
         refit: dict[str, Any] = {"done": False}
@@ -323,7 +329,21 @@ class _Run:
         centroids, id_matching = stable_ids(previous, spec, projection, centroids)
         model = SegmentationModel(spec=spec, centroids=centroids, projection=projection,
                                   k=search.chosen_k, fingerprint=engine.fingerprint())
-        return _Fit(model, search, refit, id_matching), prepared, imputed
+        return (_Fit(model, search, refit, id_matching, search_frame, search_x), prepared,
+                imputed)
+
+    def _alternatives(self, fit: _Fit) -> list[dict[str, Any]] | None:
+        """What k-1, k+1 and the runner-up would change, from the search's own fits (no pass
+        over the data): the searched rows, labelled by the final model so ids match the
+        cluster cards."""
+        if fit.search is None or fit.search_frame is None or fit.search_x is None:
+            return None
+        spec = fit.model.spec
+        chosen_labels, _ = self._assign(fit.search_x, fit.model.centroids)
+        return describe_alternatives(
+            fit.search, spec.readable(fit.search_frame), chosen_labels=chosen_labels,
+            hide_table_contents=self.config.hide_table_contents,
+            kinds={f.column: f.kind for f in spec.numeric})
 
     def _fit_projection(self, spec: FeatureSpec, rows: RowSets) -> Projection | None:
         config = self.config

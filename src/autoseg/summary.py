@@ -52,7 +52,7 @@ class RunSummary:
     started_at: str
     k_search: list[dict[str, Any]] = field(default_factory=list)
     silhouette: dict[str, Any] | None = None
-    k_alternatives: list[dict[str, Any]] | None = None
+    alternatives: list[dict[str, Any]] | None = None  # what another k would change
     fit_all_rows: dict[str, Any] | None = None
     cluster_ids: dict[str, Any] | None = None
     drift: dict[str, Any] | None = None

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from autoseg.report import plots
+from autoseg.report.alternatives import render_alternatives
 from autoseg.report.plots import DEGENERATE_SHARE, cluster_colors, format_value
 from autoseg.summary import RunSummary
 
@@ -40,6 +41,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("input", "Input data (EDA)"),
     ("k-search", "Choosing k"),
     ("clusters", "Cluster profiles"),
+    ("other-k", "Another k: what it would change"),
     ("changes", "Cluster ids and drift"),
     ("plots", "Plots"),
     ("fidelity", "Explanation fidelity"),
@@ -446,6 +448,15 @@ def _clusters(view: Mapping[str, Any], hide: bool) -> str:
     return intro + f'<div class="cards">{"".join(cards)}</div>'
 
 
+def _other_k(view: Mapping[str, Any], hide: bool) -> str:
+    """The chosen k's neighbours and runner-up: which segments split or merge, and how to ask
+    for that k (``--num-clusters``)."""
+    alternatives = view.get("alternatives") or []
+    if not alternatives:
+        return '<p class="muted">No other k to compare (k was fixed or reused).</p>'
+    return render_alternatives(alternatives, int(view.get("chosen_k") or 0), hide)
+
+
 def _changes(view: Mapping[str, Any], hide: bool) -> str:
     """Cluster ids matched to the saved model, and the drift report of a reused model."""
     parts = []
@@ -775,6 +786,7 @@ def render_report(
         _section("input", _input(view, hide)),
         _section("k-search", _k_search(view)),
         _section("clusters", _clusters(view, hide)),
+        _section("other-k", _other_k(view, hide)),
         _section("changes", _changes(view, hide)),
         _section("plots", _plots(view, projection_2d)),
         _section("fidelity", _fidelity(view)),
