@@ -29,9 +29,9 @@ from autoseg.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
-    AutosegError,
     Interrupted,
     UsageError,
+    classify,
 )
 from autoseg.logs import configure_logging
 
@@ -78,7 +78,7 @@ app = typer.Typer(
     help=(
         "Segment any table with k-means, pick k by mean silhouette, and write the labelled "
         "table, a run summary and a saved model. Exit codes: 0 ok, 1 internal error, "
-        "2 usage, 3 input data, 4 external service, 130 interrupted."
+        "2 usage, 3 input data, 4 external service, 5 local file system, 130 interrupted."
     ),
     epilog=_options_epilog(),
     add_completion=False,
@@ -133,6 +133,7 @@ def run_command(
     foreign_key: str = _opt("foreign_key"),
     rowid_column: str = _opt("rowid_column"),
     store: str = _opt("store"),
+    lock_timeout: int = _opt("lock_timeout"),
     td_engine: str = _opt("td_engine"),
     cdp_endpoint: str = _opt("cdp_endpoint"),
     output_dir: str = _opt("output_dir"),
@@ -258,15 +259,16 @@ def _raise_interrupted(signum: int, _frame: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the app and turn errors into exit codes."""
+    """Console entry point: run the app and turn errors into exit codes.
+
+    The exit code and message of every error come from :func:`autoseg.errors.classify`; only
+    an error it calls internal (a bug) is logged with its traceback.
+    """
     signal.signal(signal.SIGTERM, _raise_interrupted)
     try:
         # Without standalone mode click does not exit: it returns the code of an Exit it
         # caught, and turns Ctrl-C (KeyboardInterrupt) into Exit(130).
         returned = app(args=argv, standalone_mode=False, prog_name="autoseg")
-    except AutosegError as exc:
-        print(f"autoseg: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.TyperException as exc:
@@ -275,14 +277,17 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(0)
         print(f"autoseg: error: {exc.format_message()} (see autoseg --help)", file=sys.stderr)
         sys.exit(EXIT_USAGE)
-    except (KeyboardInterrupt, typer.Abort):
+    except typer.Abort:
         print("autoseg: error: interrupted; nothing was written", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
-    except Exception:
-        log.exception("internal error")
-        print("autoseg: error: internal error (a bug); please report it with the log above",
-              file=sys.stderr)
-        sys.exit(EXIT_INTERNAL)
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - every error ends in one line and a code
+        code, message = classify(exc)
+        if code == EXIT_INTERNAL:
+            log.error("internal error", exc_info=exc)
+        print(f"autoseg: error: {message}", file=sys.stderr)
+        sys.exit(code)
     if returned == EXIT_INTERRUPTED:
         print("autoseg: error: interrupted; nothing was written", file=sys.stderr)
     if isinstance(returned, int) and returned:

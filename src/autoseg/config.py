@@ -101,6 +101,9 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("store", "str", "duckdb:autoseg.duckdb",
               "Where `dbname.table_name` names live: `duckdb:PATH`, or `td` for Treasure Data "
               "(TD_API_KEY and TD_API_SERVER from the environment)."),
+    Parameter("lock_timeout", "int", 1800,
+              "Seconds a run waits for a DuckDB store file that another process has locked "
+              "(another run writing to it) before it fails; 0 fails at once.", minimum=0),
     Parameter("td_engine", "choice", "presto",
               "Treasure Data engine that reads the input: `presto` or `hive`.",
               choices=("presto", "hive")),
@@ -166,6 +169,7 @@ class RunConfig:
     foreign_key: str | None = None
     rowid_column: str | None = None
     store: str = "duckdb:autoseg.duckdb"
+    lock_timeout: int = 1800
     td_engine: str = "presto"
     cdp_endpoint: str | None = None
     output_dir: Path = field(default_factory=lambda: Path("autoseg-output"))

@@ -1,0 +1,213 @@
+"""Every file a run writes goes through here: staged beside its target, renamed in at the end.
+
+A run stages each of its files first (:func:`stage_file`: a temporary file in the target's
+directory, written, flushed, fsynced and given mode 0644), commits its tables, and only then
+renames the staged files into place (:meth:`StagedFile.commit`: ``os.replace`` plus an fsync
+of the directory, so the rename survives a power cut). A failure before the commit leaves
+every existing file as it was; a reader never sees half a file. Files get mode 0644 whatever
+the umask: they are reports and models meant to be read by the team (a private temporary
+file, 0600, is what ``mkstemp`` would leave behind).
+
+Every ``OSError`` becomes :class:`~autoseg.errors.OutputError` naming the path and the fix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import tempfile
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from autoseg.errors import Interrupted, OutputError
+
+FILE_MODE = 0o644
+DIRECTORY_MODE = 0o755
+TEMPORARY_SUFFIX = ".tmp"
+
+
+def _as_bytes(data: bytes | bytearray | str) -> bytes:
+    return data.encode("utf-8") if isinstance(data, str) else bytes(data)
+
+
+def make_directory(path: Path) -> Path:
+    """Create ``path`` and its parents (mode 0755 before the umask) if missing.
+
+    Raises
+    ------
+    OutputError
+        When a directory cannot be created (the message names the first one that failed).
+    """
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(exc.filename or path, exc, "create") from None
+    return path
+
+
+def fsync_directory(path: Path) -> None:
+    """Flush a directory's entries (new names, renames) to the disk."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError as exc:
+        raise OutputError(path, exc, "write") from None
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        # Some file systems cannot fsync a directory (EINVAL): the rename is still done.
+        if exc.errno not in (22,):
+            raise OutputError(path, exc, "write") from None
+    finally:
+        os.close(fd)
+
+
+def write_new_file(path: Path, data: bytes | bytearray | str) -> Path:
+    """Write a file that nobody reads yet (one inside a staging directory): write, fsync, 0644.
+
+    Raises
+    ------
+    OutputError
+        Any operating-system error, naming ``path``.
+    """
+    path = Path(path)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(_as_bytes(data))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(path, FILE_MODE)  # the umask may have taken bits away
+    except OSError as exc:
+        raise OutputError(path, exc, "write") from None
+    return path
+
+
+@dataclass
+class StagedFile:
+    """A complete file written beside ``path``, not yet in place (see :func:`stage_file`)."""
+
+    path: Path
+    temporary: Path
+
+    def commit(self) -> Path:
+        """Rename the staged file onto ``path`` (atomic) and fsync the directory.
+
+        Raises
+        ------
+        OutputError
+            The rename failed; ``path`` is as it was and the staged file is removed.
+        """
+        try:
+            os.replace(self.temporary, self.path)
+        except OSError as exc:
+            self.discard()
+            raise OutputError(self.path, exc, "rename") from None
+        fsync_directory(self.path.parent)
+        return self.path
+
+    def discard(self) -> None:
+        """Remove the staged file (the run failed): ``path`` stays as it was."""
+        with contextlib.suppress(OSError):
+            self.temporary.unlink()
+
+
+def stage_file(path: Path, data: bytes | bytearray | str) -> StagedFile:
+    """Write ``data`` to a temporary file beside ``path``: complete, fsynced, mode 0644.
+
+    Parameters
+    ----------
+    path
+        The target; its directory is created when missing.
+    data
+        The file's bytes (a ``str`` is written as UTF-8).
+
+    Returns
+    -------
+    StagedFile
+        Call :meth:`StagedFile.commit` to put it in place, or :meth:`StagedFile.discard`.
+
+    Raises
+    ------
+    OutputError
+        Any operating-system error (full disk, permissions, ...), naming the path and the fix;
+        nothing is left behind.
+    """
+    path = Path(path)
+    make_directory(path.parent)
+    try:
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_SUFFIX,
+                                    dir=path.parent)
+    except OSError as exc:
+        raise OutputError(path, exc, "write") from None
+    temporary = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(_as_bytes(data))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(temporary, FILE_MODE)  # mkstemp makes it 0600
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise OutputError(path, exc, "write") from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            temporary.unlink()
+        raise
+    return StagedFile(path, temporary)
+
+
+def write_file_atomically(path: Path, data: bytes | bytearray | str) -> Path:
+    """Stage ``data`` beside ``path`` and rename it in at once (:func:`stage_file` + commit).
+
+    Returns
+    -------
+    Path
+        ``path``.
+
+    Raises
+    ------
+    OutputError
+        Any operating-system error; the previous file at ``path`` is unchanged.
+    """
+    return stage_file(path, data).commit()
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM while the block runs (the commit: table COMMIT and renames).
+
+    A signal that arrives meanwhile is remembered; when the block has finished, the run stops
+    with :class:`~autoseg.errors.Interrupted` saying that the outputs were written completely,
+    so a signal never leaves new tables beside an old model and summary. If the block raises,
+    that error wins. Outside the main thread (where handlers cannot be set) it does nothing.
+
+    Raises
+    ------
+    Interrupted
+        When a signal arrived during the block.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+
+    def hold(signum: int, _frame: Any) -> None:
+        received.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        raise Interrupted(
+            f"stopped by signal {signal.Signals(received[0]).name} during the final commit; "
+            "it was finished first, so every output of this run is written and complete"
+        )
