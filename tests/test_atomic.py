@@ -78,10 +78,10 @@ def test_a_failed_commit_keeps_the_old_file(tmp_path: Path) -> None:
 
 def test_signals_deferred_finishes_the_block_then_says_so() -> None:
     done = []
-    with pytest.raises(Interrupted, match=r"SIGTERM during the final commit; it was finished"):
-        with signals_deferred():
-            os.kill(os.getpid(), signal.SIGTERM)
-            done.append("renamed")
+    with pytest.raises(Interrupted, match=r"SIGTERM during the final commit; it was finished"), \
+            signals_deferred():
+        os.kill(os.getpid(), signal.SIGTERM)
+        done.append("renamed")
     assert done == ["renamed"]
 
 

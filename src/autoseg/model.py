@@ -197,9 +197,8 @@ class SegmentationModel:
         except OSError as exc:
             raise _unreadable(model_name, arrays_path, exc.strerror or "not a NumPy archive: "
                               "truncated or corrupt") from None
-        except (ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-            raise _unreadable(model_name, arrays_path,
-                              f"truncated or corrupt: {type(exc).__name__}") from None
+        except (ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            raise _unreadable(model_name, arrays_path, "truncated or corrupt") from None
         try:
             spec = FeatureSpec.from_dict(meta["feature_spec"])
             k = int(meta["k"])
