@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from autoseg.atomic import signals_deferred, stage_file, write_file_atomically, write_new_file
+from autoseg.atomic import (
+    raise_if_signalled,
+    signals_deferred,
+    stage_file,
+    write_file_atomically,
+    write_new_file,
+)
 from autoseg.errors import EXIT_FILESYSTEM, Interrupted, OutputError
 
 
@@ -91,3 +97,14 @@ def test_signals_deferred_restores_the_handlers_and_lets_errors_win() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
         raise ValueError("boom")
     assert signal.getsignal(signal.SIGTERM) == before
+
+
+def test_raise_if_signalled_gives_up_cleanly_inside_the_deferral() -> None:
+    raise_if_signalled("outside any deferral")  # nothing held: nothing happens
+    with pytest.raises(Interrupted, match=r"^stopped by signal SIGINT while waiting for the "
+                       r"lock; nothing was written$"), signals_deferred():
+        raise_if_signalled("while waiting for the lock")
+        os.kill(os.getpid(), signal.SIGINT)
+        raise_if_signalled("while waiting for the lock")
+    with signals_deferred():  # a new deferral starts with nothing held
+        raise_if_signalled("again")

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -17,7 +19,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from autoseg.errors import InputDataError, ServiceError, UsageError
+from autoseg.atomic import signals_deferred
+from autoseg.errors import InputDataError, Interrupted, ServiceError, UsageError
 from autoseg.io import RowChunks, TableWrite
 from autoseg.io.duckdb_store import DuckDBStore, lock_holder
 from autoseg.names import TableName
@@ -398,3 +401,21 @@ def test_missing_directory_is_a_usage_error_on_write(tmp_path: Path) -> None:
 ])
 def test_lock_holder_is_parsed_from_the_message(message: str, holder: str | None) -> None:
     assert lock_holder(message) == holder
+
+
+def test_a_signal_held_by_the_write_stage_stops_before_the_commit(tmp_path: Path) -> None:
+    path = tmp_path / "x.duckdb"
+    store = DuckDBStore(str(path))
+    store.write_tables([TableWrite(TableName("s", "t"), _frame(), "overwrite")])
+    with pytest.raises(Interrupted, match=r"^stopped by signal SIGTERM while writing to "
+                       r"duckdb:.*; nothing was written$"), signals_deferred():
+        os.kill(os.getpid(), signal.SIGTERM)
+        store.write_tables([TableWrite(TableName("s", "t"), pd.DataFrame({"a": [9]}),
+                                       "overwrite")])
+    assert _rows(path, "s.t") == [(1,), (2,), (3,)]
+    with pytest.raises(Interrupted, match=r"while writing the output table"), \
+            signals_deferred():
+        os.kill(os.getpid(), signal.SIGTERM)
+        rows = RowChunks(STREAM_SCHEMA, iter(chunks_of(stream_table(), [3, 4])))
+        store.write_tables([TableWrite(TableName("s", "t"), rows, "overwrite")])
+    assert _rows(path, "s.t") == [(1,), (2,), (3,)]

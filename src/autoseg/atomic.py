@@ -178,21 +178,29 @@ def write_file_atomically(path: Path, data: bytes | bytearray | str) -> Path:
     return stage_file(path, data).commit()
 
 
+# Signals received while :func:`signals_deferred` holds them (``None``: none are held).
+_held: list[int] | None = None
+
+
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM while the block runs (the commit: table COMMIT and renames).
+    """Hold SIGINT and SIGTERM while the block runs (the write stage: tables and renames).
 
-    A signal that arrives meanwhile is remembered; when the block has finished, the run stops
-    with :class:`~autoseg.errors.Interrupted` saying that the outputs were written completely,
-    so a signal never leaves new tables beside an old model and summary. If the block raises,
-    that error wins. Outside the main thread (where handlers cannot be set) it does nothing.
+    A signal that arrives meanwhile is remembered. Code that can still give up cleanly (a
+    store waiting for a lock, or about to commit its transaction) calls
+    :func:`raise_if_signalled` and stops with nothing written; past the table commit nothing
+    gives up, and when the block has finished the run stops with
+    :class:`~autoseg.errors.Interrupted` saying the outputs were written completely. So a
+    signal never leaves new tables beside an old model and summary. If the block raises, that
+    error wins. Outside the main thread (where handlers cannot be set) it does nothing.
 
     Raises
     ------
     Interrupted
-        When a signal arrived during the block.
+        When a signal arrived during the block and nobody gave up on it.
     """
-    if threading.current_thread() is not threading.main_thread():
+    global _held
+    if threading.current_thread() is not threading.main_thread() or _held is not None:
         yield
         return
     received: list[int] = []
@@ -201,9 +209,11 @@ def signals_deferred() -> Iterator[None]:
         received.append(signum)
 
     previous = {sig: signal.signal(sig, hold) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _held = received
     try:
         yield
     finally:
+        _held = None
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if received:
@@ -211,3 +221,22 @@ def signals_deferred() -> Iterator[None]:
             f"stopped by signal {signal.Signals(received[0]).name} during the final commit; "
             "it was finished first, so every output of this run is written and complete"
         )
+
+
+def raise_if_signalled(where: str) -> None:
+    """Give up now, with nothing written, if a held signal arrived (see :func:`signals_deferred`).
+
+    Parameters
+    ----------
+    where
+        What the run was doing, for the message (e.g. ``"while waiting for the lock"``).
+
+    Raises
+    ------
+    Interrupted
+        A signal arrived while signals are held; the caller must leave everything as it was.
+    """
+    if _held:
+        name = signal.Signals(_held[0]).name
+        _held.clear()
+        raise Interrupted(f"stopped by signal {name} {where}; nothing was written")

@@ -101,6 +101,13 @@ class SegmentationModel:
             staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
         except OSError as exc:
             raise OutputError(directory, exc, "write") from None
+
+        def write(name: str, data: bytes | str) -> None:
+            try:
+                write_new_file(staging / name, data)
+            except OutputError as exc:  # name the model's file, not the hidden staging folder
+                raise OutputError(directory / name, exc.errno or 0) from None
+
         try:
             arrays: dict[str, np.ndarray] = {"centroids": self.centroids}
             if self.projection is not None:
@@ -108,7 +115,7 @@ class SegmentationModel:
                 arrays["pca_components"] = self.projection.components
             buffer = io.BytesIO()
             np.savez(buffer, **arrays)
-            write_new_file(staging / "arrays.npz", buffer.getvalue())
+            write("arrays.npz", buffer.getvalue())
             meta = {
                 "format_version": FORMAT_VERSION,
                 "autoseg_version": __version__,
@@ -120,9 +127,9 @@ class SegmentationModel:
                 "fingerprint": self.fingerprint,
                 "extra": self.extra,
             }
-            write_new_file(staging / "model.json", json.dumps(meta, indent=2))
+            write("model.json", json.dumps(meta, indent=2))
             if surrogate_json is not None:
-                write_new_file(staging / "surrogate.json", bytes(surrogate_json))
+                write("surrogate.json", bytes(surrogate_json))
             try:
                 # mkdtemp makes the folder private (0700); a model folder is shared like 0755.
                 os.chmod(staging, DIRECTORY_MODE)

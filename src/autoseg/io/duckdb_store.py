@@ -22,6 +22,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from autoseg.atomic import raise_if_signalled
 from autoseg.errors import InputDataError, ServiceError, UsageError, os_error_message
 from autoseg.io.base import RowChunks, TableWrite
 from autoseg.names import TableName
@@ -71,6 +72,7 @@ class _StreamedRows:
     def _batches(self) -> Iterator[pa.RecordBatch]:
         try:
             for chunk in self.rows.cast_chunks(self.where):
+                raise_if_signalled(f"while writing the {self.where}")
                 yield from chunk.to_batches()
         except GeneratorExit:  # closed early by the reader: not a failure of the rows
             raise
@@ -167,6 +169,7 @@ class DuckDBStore:
                                 self.lock_timeout)
                 pause = _RETRY_SECONDS[min(attempt, len(_RETRY_SECONDS) - 1)]
                 time.sleep(min(pause, max(self.lock_timeout - waited, 0.0)))
+                raise_if_signalled(f"while waiting for the lock on {self.description}")
                 attempt += 1
                 continue
             except duckdb.Error as exc:
@@ -346,6 +349,8 @@ class DuckDBStore:
                     conn.execute(f"DROP TABLE IF EXISTS {target}")
                     conn.execute(f"ALTER TABLE {staging} RENAME TO {_quote(write.name.table)}")
                 conn.unregister(view)
+            # The last moment a signal held by the run's write stage can still stop it cleanly.
+            raise_if_signalled(f"while writing to {self.description}")
             conn.execute("COMMIT")
         except BaseException as exc:
             with contextlib.suppress(duckdb.Error):
