@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from autoseg.atomic import (
+    forget_signals,
+    note_signal,
     raise_if_signalled,
     signals_deferred,
     stage_file,
@@ -108,3 +110,14 @@ def test_raise_if_signalled_gives_up_cleanly_inside_the_deferral() -> None:
         raise_if_signalled("while waiting for the lock")
     with signals_deferred():  # a new deferral starts with nothing held
         raise_if_signalled("again")
+
+
+def test_a_noted_signal_is_seen_even_if_its_exception_was_swallowed() -> None:
+    note_signal(signal.SIGTERM)
+    with pytest.raises(Interrupted, match=r"^stopped by signal SIGTERM while waiting for the "
+                       r"lock; nothing was written$"):
+        raise_if_signalled("while waiting for the lock")
+    raise_if_signalled("again")  # seen once
+    note_signal(signal.SIGTERM)
+    forget_signals()
+    raise_if_signalled("after a new run started")

@@ -180,6 +180,23 @@ def write_file_atomically(path: Path, data: bytes | bytearray | str) -> Path:
 
 # Signals received while :func:`signals_deferred` holds them (``None``: none are held).
 _held: list[int] | None = None
+# Signals whose handler raised Interrupted (see :func:`note_signal`).
+_noted: list[int] = []
+
+
+def note_signal(signum: int) -> None:
+    """Remember that a signal arrived; the CLI's SIGTERM handler calls this before it raises.
+
+    The handler's exception can be lost: raised while a log line is written, ``logging``
+    swallows it (and a library's ``except Exception`` would too). :func:`raise_if_signalled`
+    sees the note, so a run waiting for a lock still stops.
+    """
+    _noted.append(signum)
+
+
+def forget_signals() -> None:
+    """Forget noted signals (the CLI calls this when a run starts)."""
+    _noted.clear()
 
 
 @contextlib.contextmanager
@@ -224,7 +241,11 @@ def signals_deferred() -> Iterator[None]:
 
 
 def raise_if_signalled(where: str) -> None:
-    """Give up now, with nothing written, if a held signal arrived (see :func:`signals_deferred`).
+    """Give up now, with nothing written, if a held signal arrived (see :func:`signals_deferred`)
+    or one whose exception may have been swallowed (see :func:`note_signal`).
+
+    Call it where a run can still stop cleanly: between stages, in a wait loop, before a
+    commit.
 
     Parameters
     ----------
@@ -236,7 +257,10 @@ def raise_if_signalled(where: str) -> None:
     Interrupted
         A signal arrived while signals are held; the caller must leave everything as it was.
     """
-    if _held:
-        name = signal.Signals(_held[0]).name
-        _held.clear()
+    pending = (_held or []) + _noted
+    if pending:
+        name = signal.Signals(pending[0]).name
+        if _held:
+            _held.clear()
+        _noted.clear()
         raise Interrupted(f"stopped by signal {name} {where}; nothing was written")

@@ -24,6 +24,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import typer  # noqa: E402
 
 from autoseg import __version__
+from autoseg.atomic import forget_signals, note_signal
 from autoseg.config import PARAMETERS, PARAMETERS_BY_NAME, RunConfig, build_config
 from autoseg.errors import (
     EXIT_INTERNAL,
@@ -255,6 +256,7 @@ def _execute(config: RunConfig) -> None:
 
 
 def _raise_interrupted(signum: int, _frame: Any) -> None:
+    note_signal(signum)  # in case the exception below is swallowed (inside a log write, say)
     raise Interrupted(f"stopped by signal {signal.Signals(signum).name}; nothing was written")
 
 
@@ -265,6 +267,7 @@ def main(argv: list[str] | None = None) -> None:
     an error it calls internal (a bug) is logged with its traceback.
     """
     signal.signal(signal.SIGTERM, _raise_interrupted)
+    forget_signals()
     try:
         # Without standalone mode click does not exit: it returns the code of an Exit it
         # caught, and turns Ctrl-C (KeyboardInterrupt) into Exit(130).
