@@ -56,8 +56,9 @@ from autoseg.alternatives import describe_alternatives
 from autoseg.backend import select_backend
 from autoseg.config import build_config
 from autoseg.features import fit_features
-from autoseg.pipeline import search_candidates, search_is_sampled
+from autoseg.fitting import search_candidates
 from autoseg.reduce import fit_projection
+from autoseg.sampling import plan_rows
 from autoseg.search import nearest_centroid, refit_on_all_rows
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -318,17 +319,19 @@ def run_autoseg(case: Case) -> tuple[Outcome, dict[str, Any]]:
                            "ignore_columns": ",".join(("time", *case.ignore))})
     backend = select_backend("cpu")
     started = time.perf_counter()
-    spec = fit_features(case.frame, config.ignore_columns, config.seed)
+    # The row sets of a run (autoseg.sampling), as pipeline.run draws them.
+    plan = plan_rows(len(case.frame), config.seed, search_sample_size=config.search_sample_size,
+                     silhouette_exact_max_rows=config.silhouette_exact_max_rows)
+    fit_rows = case.frame if plan.features is None else case.frame.iloc[plan.features]
+    spec = fit_features(fit_rows.reset_index(drop=True), config.ignore_columns)
     matrix, _ = spec.transform(case.frame)
-    projection = fit_projection(matrix, config.dimension_reduction_threshold, config.seed,
+    pca_rows = matrix if plan.pca is None else matrix[plan.pca]
+    projection = fit_projection(pca_rows, config.dimension_reduction_threshold, config.seed,
                                 backend)
     if projection is not None:
         matrix = projection.transform(matrix)
     n_rows = matrix.shape[0]
-    rows = None
-    if search_is_sampled(config, n_rows):
-        rows = np.sort(np.random.default_rng(config.seed).choice(
-            n_rows, size=config.search_sample_size, replace=False))
+    rows = plan.search
     search_x = matrix if rows is None else matrix[rows]
     search = search_candidates(search_x, n_rows, config, backend)
     centroids = search.centroids

@@ -290,6 +290,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "foreign_key": ("fk", "fk"),
     "rowid_column": ("id", "id"),
     "store": ("duckdb:other.duckdb", "duckdb:other.duckdb"),
+    "lock_timeout": ("60", 60),
     "td_engine": ("hive", "hive"),
     "cdp_endpoint": ("https://cdp.example.test", "https://cdp.example.test"),
     "output_dir": ("od", Path("od")),

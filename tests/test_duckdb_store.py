@@ -1,7 +1,16 @@
-"""The DuckDB store: reads, writes, and all-or-nothing transactions."""
+"""The DuckDB store: reads, writes, all-or-nothing transactions, and files shared between
+processes (a locked file is waited for, never held between operations)."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -10,9 +19,10 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from autoseg.errors import InputDataError, ServiceError
+from autoseg.atomic import signals_deferred
+from autoseg.errors import InputDataError, Interrupted, ServiceError, UsageError
 from autoseg.io import RowChunks, TableWrite
-from autoseg.io.duckdb_store import DuckDBStore
+from autoseg.io.duckdb_store import DuckDBStore, lock_holder
 from autoseg.names import TableName
 
 try:
@@ -280,3 +290,132 @@ def test_chunk_that_does_not_fit_the_schema_is_refused(
         store.write_tables([TableWrite(TableName("db", "t"), rows, "overwrite")])
     store.close()
     assert _rows(path, "db.t") == [(1,)]
+
+
+# --- sharing one file between processes ------------------------------------------------------
+
+_HOLD_LOCK = (
+    "import duckdb, sys\n"
+    "conn = duckdb.connect(sys.argv[1])\n"
+    "print('locked', flush=True)\n"
+    "sys.stdin.read()\n"
+    "conn.close()\n"
+)
+
+
+@contextlib.contextmanager
+def _locked_by_another_process(path: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding ``path`` open for writing until its stdin is closed."""
+    holder = subprocess.Popen([sys.executable, "-c", _HOLD_LOCK, str(path)], text=True,
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "locked\n"
+        yield holder
+    finally:
+        if holder.stdin is not None and not holder.stdin.closed:
+            holder.stdin.close()
+        holder.wait(timeout=60)
+
+
+def _frame() -> pd.DataFrame:
+    return pd.DataFrame({"a": [1, 2, 3]})
+
+
+def test_locked_file_times_out_in_one_line_naming_the_process(tmp_path: Path) -> None:
+    path = tmp_path / "x.duckdb"
+    DuckDBStore(str(path)).write_tables([TableWrite(TableName("s", "t"), _frame(), "overwrite")])
+    store = DuckDBStore(str(path), lock_timeout=0)
+    with _locked_by_another_process(path) as holder:
+        pattern = (rf"^--store='duckdb:.*x.duckdb': the DuckDB file is locked by PID "
+                   rf"{holder.pid} \(.*\) and stayed locked for 0s \(--lock-timeout\): let that "
+                   r"run finish, or raise --lock-timeout$")
+        with pytest.raises(ServiceError, match=pattern):
+            store.read_table(TableName("s", "t"))
+        with pytest.raises(ServiceError, match=pattern):
+            store.write_tables([TableWrite(TableName("s", "u"), _frame(), "overwrite")])
+        with pytest.raises(ServiceError, match=pattern):
+            store.check_writable()
+    assert _rows(path, "s.t") == [(1,), (2,), (3,)]
+
+
+def test_a_run_waits_for_the_lock_and_logs_once_who_holds_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "x.duckdb"
+    store = DuckDBStore(str(path), lock_timeout=120)
+    store.write_tables([TableWrite(TableName("s", "t"), _frame(), "overwrite")])
+    with _locked_by_another_process(path) as holder:
+        # the holder lets go a moment after this run has started to wait
+        assert holder.stdin is not None
+        release = threading.Timer(1.0, holder.stdin.close)
+        release.start()
+        with caplog.at_level(logging.INFO, logger="autoseg.io.duckdb_store"):
+            store.write_tables([TableWrite(TableName("s", "u"), _frame(), "overwrite")])
+        release.join()
+    waits = [r.getMessage() for r in caplog.records if "waiting up to" in r.getMessage()]
+    assert len(waits) == 1, caplog.text
+    assert f"is locked by PID {holder.pid} (" in waits[0]
+    assert "waiting up to 120s for it (--lock-timeout)" in waits[0]
+    assert _rows(path, "s.u") == [(1,), (2,), (3,)]
+
+
+def test_the_store_holds_no_lock_between_operations(tmp_path: Path) -> None:
+    path = tmp_path / "x.duckdb"
+    store = DuckDBStore(str(path), lock_timeout=0)
+    store.write_tables([TableWrite(TableName("s", "t"), _frame(), "overwrite")])
+    assert store.table_columns(TableName("s", "t")) == ["a"]
+    store.read_table(TableName("s", "t"))
+    store.check_writable()
+    # another process can write to the file while this store is open (between operations)
+    other = subprocess.run(
+        [sys.executable, "-c", "import duckdb, sys; duckdb.connect(sys.argv[1]).execute("
+         "'CREATE TABLE s.other AS SELECT 42 AS b').close()", str(path)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert other.returncode == 0, other.stderr
+    assert store.read_table(TableName("s", "other")).to_pylist() == [{"b": 42}]
+    store.close()
+
+
+def test_reads_while_this_process_has_the_file_open_for_writing(tmp_path: Path) -> None:
+    path = tmp_path / "x.duckdb"
+    with duckdb.connect(str(path)) as conn:
+        conn.execute("CREATE SCHEMA s; CREATE TABLE s.t AS SELECT 1 AS a")
+        store = DuckDBStore(str(path), lock_timeout=0)
+        assert store.read_table(TableName("s", "t")).to_pylist() == [{"a": 1}]
+
+
+def test_missing_directory_is_a_usage_error_on_write(tmp_path: Path) -> None:
+    store = DuckDBStore(str(tmp_path / "nowhere" / "x.duckdb"))
+    with pytest.raises(UsageError, match=r"directory '.*nowhere' does not exist: create it"):
+        store.write_tables([TableWrite(TableName("s", "t"), _frame(), "overwrite")])
+
+
+@pytest.mark.parametrize(("message", "holder"), [
+    ('IO Error: Could not set lock on file "/x.duckdb": Conflicting lock is held in '
+     "/usr/bin/python3.11 (PID 4242). See also https://duckdb.org/docs", "PID 4242 "
+     "(/usr/bin/python3.11)"),
+    ('IO Error: Could not set lock on file "/x.duckdb": Resource temporarily unavailable',
+     "another process"),
+    ("IO Error: No space left on device", None),
+])
+def test_lock_holder_is_parsed_from_the_message(message: str, holder: str | None) -> None:
+    assert lock_holder(message) == holder
+
+
+def test_a_signal_held_by_the_write_stage_stops_before_the_commit(tmp_path: Path) -> None:
+    path = tmp_path / "x.duckdb"
+    store = DuckDBStore(str(path))
+    store.write_tables([TableWrite(TableName("s", "t"), _frame(), "overwrite")])
+    with pytest.raises(Interrupted, match=r"^stopped by signal SIGTERM while writing to "
+                       r"duckdb:.*; nothing was written$"), signals_deferred():
+        os.kill(os.getpid(), signal.SIGTERM)
+        store.write_tables([TableWrite(TableName("s", "t"), pd.DataFrame({"a": [9]}),
+                                       "overwrite")])
+    assert _rows(path, "s.t") == [(1,), (2,), (3,)]
+    with pytest.raises(Interrupted, match=r"while writing the output table"), \
+            signals_deferred():
+        os.kill(os.getpid(), signal.SIGTERM)
+        rows = RowChunks(STREAM_SCHEMA, iter(chunks_of(stream_table(), [3, 4])))
+        store.write_tables([TableWrite(TableName("s", "t"), rows, "overwrite")])
+    assert _rows(path, "s.t") == [(1,), (2,), (3,)]

@@ -26,13 +26,14 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import typer  # noqa: E402
 
 from autoseg import __version__
+from autoseg.atomic import forget_signals, note_signal
 from autoseg.config import PARAMETERS, PARAMETERS_BY_NAME, RunConfig, build_config
 from autoseg.errors import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_USAGE,
-    AutosegError,
     Interrupted,
+    classify,
 )
 from autoseg.logs import configure_logging
 
@@ -79,7 +80,7 @@ app = typer.Typer(
     help=(
         "Segment any table with k-means, pick k by mean silhouette, and write the labelled "
         "table, a run summary and a saved model. Exit codes: 0 ok, 1 internal error, "
-        "2 usage, 3 input data, 4 external service, 130 interrupted."
+        "2 usage, 3 input data, 4 external service, 5 local file system, 130 interrupted."
     ),
     epilog=_options_epilog(),
     add_completion=False,
@@ -212,19 +213,22 @@ def _execute(config: RunConfig) -> None:
 
 
 def _raise_interrupted(signum: int, _frame: Any) -> None:
+    note_signal(signum)  # in case the exception below is swallowed (inside a log write, say)
     raise Interrupted(f"stopped by signal {signal.Signals(signum).name}; nothing was written")
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the app and turn errors into exit codes."""
+    """Console entry point: run the app and turn errors into exit codes.
+
+    The exit code and message of every error come from :func:`autoseg.errors.classify`; only
+    an error it calls internal (a bug) is logged with its traceback.
+    """
     signal.signal(signal.SIGTERM, _raise_interrupted)
+    forget_signals()
     try:
         # Without standalone mode click does not exit: it returns the code of an Exit it
         # caught, and turns Ctrl-C (KeyboardInterrupt) into Exit(130).
         returned = app(args=argv, standalone_mode=False, prog_name="autoseg")
-    except AutosegError as exc:
-        print(f"autoseg: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.TyperException as exc:
@@ -233,14 +237,17 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(0)
         print(f"autoseg: error: {exc.format_message()} (see autoseg --help)", file=sys.stderr)
         sys.exit(EXIT_USAGE)
-    except (KeyboardInterrupt, typer.Abort):
+    except typer.Abort:
         print("autoseg: error: interrupted; nothing was written", file=sys.stderr)
         sys.exit(EXIT_INTERRUPTED)
-    except Exception:
-        log.exception("internal error")
-        print("autoseg: error: internal error (a bug); please report it with the log above",
-              file=sys.stderr)
-        sys.exit(EXIT_INTERNAL)
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - every error ends in one line and a code
+        code, message = classify(exc)
+        if code == EXIT_INTERNAL:
+            log.error("internal error", exc_info=exc)
+        print(f"autoseg: error: {message}", file=sys.stderr)
+        sys.exit(code)
     if returned == EXIT_INTERRUPTED:
         print("autoseg: error: interrupted; nothing was written", file=sys.stderr)
     if isinstance(returned, int) and returned:

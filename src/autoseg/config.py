@@ -102,6 +102,9 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("store", "str", "duckdb:autoseg.duckdb",
               "Where `dbname.table_name` names live: `duckdb:PATH`, or `td` for Treasure Data "
               "(TD_API_KEY and TD_API_SERVER from the environment)."),
+    Parameter("lock_timeout", "int", 1800,
+              "Seconds a run waits for a DuckDB store file that another process has locked "
+              "(another run writing to it) before it fails; 0 fails at once.", minimum=0),
     Parameter("td_engine", "choice", "presto",
               "Treasure Data engine that reads the input: `presto` or `hive`.",
               choices=("presto", "hive")),

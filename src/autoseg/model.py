@@ -3,16 +3,25 @@
 A model directory ``<model_dir>/<model_name>/`` holds ``model.json`` (feature spec, chosen k,
 data fingerprint, versions) and ``arrays.npz`` (centroids and the PCA projection), loaded with
 ``allow_pickle=False`` so loading a model never executes code. A save is atomic: the new model
-is written beside the old one and swapped in by renames.
+is written beside the old one (every file fsynced, mode 0644, the folder 0755) and swapped in
+by two renames. A ``kill -9`` between those renames leaves the previous model as
+``.<model_name>.old`` and no ``<model_name>``; :meth:`SegmentationModel.load` reads it from
+there and the next commit puts it back first, so a saved model is never half old, half new.
+
+A model that does not exist (:class:`ModelNotFound`) and one that exists but cannot be read
+(:class:`ModelUnreadable`: corrupt, truncated, unreadable or of another format version) are
+different errors: only the first means "fit afresh".
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +30,35 @@ import numpy as np
 import pandas as pd
 
 from autoseg import __version__
-from autoseg.errors import UsageError
+from autoseg.atomic import DIRECTORY_MODE, fsync_directory, make_directory, write_new_file
+from autoseg.errors import OutputError, UsageError
 from autoseg.features import FeatureSpec
 from autoseg.reduce import Projection
 
 FORMAT_VERSION = 1
+MODEL_FILES = ("model.json", "arrays.npz")
+
+
+class ModelNotFound(UsageError):
+    """No model was ever saved under this name (a refit starts the cluster ids afresh)."""
+
+
+class ModelUnreadable(UsageError):
+    """A saved model exists but cannot be read: corrupt, unreadable or another format."""
+
+
+def _old_directory(directory: Path) -> Path:
+    """Where a commit keeps the previous model between its two renames."""
+    return directory.with_name(f".{directory.name}.old")
+
+
+def _unreadable(model_name: str, path: Path, reason: str) -> ModelUnreadable:
+    folder = path if path.is_dir() else path.parent
+    return ModelUnreadable(
+        f"--model-name={model_name!r}: the saved model {str(path)!r} cannot be read ({reason}):"
+        f" restore it, or move the folder {str(folder)!r} away (or delete it) to start the "
+        "cluster ids afresh, or use another --model-name"
+    )
 
 
 @dataclass
@@ -63,14 +96,26 @@ class SegmentationModel:
         after the tables, only two renames are left.
         """
         directory = Path(directory)
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        make_directory(directory.parent)
+        try:
+            staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        except OSError as exc:
+            raise OutputError(directory, exc, "write") from None
+
+        def write(name: str, data: bytes | str) -> None:
+            try:
+                write_new_file(staging / name, data)
+            except OutputError as exc:  # name the model's file, not the hidden staging folder
+                raise OutputError(directory / name, exc.errno or 0) from None
+
         try:
             arrays: dict[str, np.ndarray] = {"centroids": self.centroids}
             if self.projection is not None:
                 arrays["pca_mean"] = self.projection.mean
                 arrays["pca_components"] = self.projection.components
-            np.savez(staging / "arrays.npz", **arrays)
+            buffer = io.BytesIO()
+            np.savez(buffer, **arrays)
+            write("arrays.npz", buffer.getvalue())
             meta = {
                 "format_version": FORMAT_VERSION,
                 "autoseg_version": __version__,
@@ -82,9 +127,15 @@ class SegmentationModel:
                 "fingerprint": self.fingerprint,
                 "extra": self.extra,
             }
-            (staging / "model.json").write_text(json.dumps(meta, indent=2), encoding="utf-8")
+            write("model.json", json.dumps(meta, indent=2))
             if surrogate_json is not None:
-                (staging / "surrogate.json").write_bytes(bytes(surrogate_json))
+                write("surrogate.json", bytes(surrogate_json))
+            try:
+                # mkdtemp makes the folder private (0700); a model folder is shared like 0755.
+                os.chmod(staging, DIRECTORY_MODE)
+            except OSError as exc:
+                raise OutputError(staging, exc, "write") from None
+            fsync_directory(staging)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -96,19 +147,48 @@ class SegmentationModel:
 
         Raises
         ------
-        UsageError
-            When no model of that name exists or it cannot be read.
+        ModelNotFound
+            When no model of that name was saved (no folder, or an empty one).
+        ModelUnreadable
+            When the model exists but cannot be read: a file is missing, truncated, corrupt
+            or unreadable, or it was saved in another format version.
         """
         directory = Path(directory)
-        meta_path = directory / "model.json"
-        if not meta_path.exists():
-            raise UsageError(
+        if not directory.exists() and _old_directory(directory).is_dir():
+            # A commit was killed between its two renames: the previous model is intact there.
+            directory = _old_directory(directory)
+        try:
+            present = directory.is_dir() and any(directory.iterdir())
+        except OSError as exc:
+            raise _unreadable(model_name, directory, exc.strerror or type(exc).__name__) from None
+        if not present:
+            if directory.exists() and not directory.is_dir():
+                raise _unreadable(model_name, directory, "it is a file, not a model folder")
+            raise ModelNotFound(
                 f"--model-name={model_name!r}: no saved model in {str(directory)!r}; run once "
                 "with --force-refit to fit and save it, or check --model-dir"
             )
+        meta_path = directory / "model.json"
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
-            with np.load(directory / "arrays.npz", allow_pickle=False) as arrays:
+            if not isinstance(meta, dict):
+                raise ValueError("model.json is not an object")
+        except FileNotFoundError:
+            raise _unreadable(model_name, meta_path, "the file is missing") from None
+        except OSError as exc:
+            raise _unreadable(model_name, meta_path, exc.strerror or type(exc).__name__) from None
+        except ValueError:
+            raise _unreadable(model_name, meta_path, "not valid JSON: truncated or corrupt") \
+                from None
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise _unreadable(
+                model_name, meta_path,
+                f"saved in format {meta.get('format_version')!r}, this version reads "
+                f"{FORMAT_VERSION}",
+            )
+        arrays_path = directory / "arrays.npz"
+        try:
+            with np.load(arrays_path, allow_pickle=False) as arrays:
                 centroids = arrays["centroids"]
                 projection = None
                 if "pca_components" in arrays:
@@ -119,21 +199,44 @@ class SegmentationModel:
                             meta.get("projection_explained_variance") or 0.0
                         ),
                     )
+        except FileNotFoundError:
+            raise _unreadable(model_name, arrays_path, "the file is missing") from None
+        except OSError as exc:
+            raise _unreadable(model_name, arrays_path, exc.strerror or "not a NumPy archive: "
+                              "truncated or corrupt") from None
+        except (ValueError, KeyError, EOFError, zipfile.BadZipFile):
+            raise _unreadable(model_name, arrays_path, "truncated or corrupt") from None
+        try:
             spec = FeatureSpec.from_dict(meta["feature_spec"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise UsageError(
-                f"--model-name={model_name!r}: the saved model in {str(directory)!r} is "
-                f"unreadable ({type(exc).__name__}); refit with --force-refit"
-            ) from None
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise UsageError(
-                f"--model-name={model_name!r} was saved in format "
-                f"{meta.get('format_version')}, this version reads {FORMAT_VERSION}: refit it"
-            )
+            k = int(meta["k"])
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise _unreadable(model_name, meta_path,
+                              f"incomplete model description: {type(exc).__name__}") from None
+        if centroids.ndim != 2 or centroids.shape[0] != k:
+            raise _unreadable(model_name, arrays_path,
+                              f"holds {centroids.shape[0] if centroids.ndim else 0} centroids "
+                              f"for k={k}")
         return cls(
-            spec=spec, centroids=centroids, projection=projection, k=int(meta["k"]),
+            spec=spec, centroids=centroids, projection=projection, k=k,
             fingerprint=meta.get("fingerprint", {}), extra=meta.get("extra", {}),
         )
+
+    @classmethod
+    def load_if_saved(cls, directory: Path, model_name: str) -> SegmentationModel | None:
+        """The saved model, or ``None`` when none was ever saved under this name.
+
+        For the cluster-id matching of a refit: a missing model means "first fit", an
+        unreadable one stops the run (it must not silently renumber the clusters).
+
+        Raises
+        ------
+        ModelUnreadable
+            When a model exists but cannot be read.
+        """
+        try:
+            return cls.load(directory, model_name)
+        except ModelNotFound:
+            return None
 
 
 @dataclass
@@ -144,21 +247,39 @@ class StagedModel:
     staging: Path
 
     def commit(self) -> Path:
-        """Swap the staged files in (renames only) and return the model directory."""
-        old = self.directory.with_name(f".{self.directory.name}.old")
+        """Swap the staged files in (renames only) and return the model directory.
+
+        Raises
+        ------
+        OutputError
+            A rename failed; the previous model is back in place.
+        """
+        old = _old_directory(self.directory)
+        parent = self.directory.parent
         try:
             if old.exists():
-                shutil.rmtree(old)
+                if self.directory.exists():
+                    shutil.rmtree(old)  # left by an earlier commit's cleanup
+                else:
+                    # An earlier commit was killed between its renames: put that model back
+                    # first, so that no step below can lose the only copy.
+                    os.replace(old, self.directory)
             if self.directory.exists():
                 os.replace(self.directory, old)
             os.replace(self.staging, self.directory)
-        except BaseException:
+        except OSError as exc:
             if old.exists() and not self.directory.exists():
                 os.replace(old, self.directory)  # put the previous model back
             self.discard()
+            raise OutputError(self.directory, exc, "rename") from None
+        except BaseException:
+            if old.exists() and not self.directory.exists():
+                os.replace(old, self.directory)
+            self.discard()
             raise
+        fsync_directory(parent)
         if old.exists():
-            shutil.rmtree(old)
+            shutil.rmtree(old, ignore_errors=True)
         return self.directory
 
     def discard(self) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from autoseg.alternatives import describe_alternatives
-from autoseg.atomic import StagedFile, stage_file
+from autoseg.atomic import StagedFile, signals_deferred, stage_file
 from autoseg.audience import CDPClient, cdp_client_from_environment
 from autoseg.backend import Backend, select_backend
 from autoseg.checks import check_input, check_output_table
@@ -47,6 +46,7 @@ from autoseg.local import LocalEngine
 from autoseg.model import SegmentationModel, StagedModel
 from autoseg.names import TableName, parse_table_name
 from autoseg.outputs import stage_model, sync_audiences, table_writes
+from autoseg.preflight import run_preflight, writes_tables
 from autoseg.profile import profile_table
 from autoseg.reduce import Projection, fit_projection
 from autoseg.report.html import render_report
@@ -179,23 +179,7 @@ def run_with_engine(
 def _store_needed(config: RunConfig) -> bool:
     """Whether the run reads from or writes to ``--store``."""
     reads = not config.on_dask and not config.input_is_file
-    writes = bool(config.output_table or config.export_feature_importance
-                  or config.export_shap_values or config.export_segment_rules)
-    return reads or writes
-
-
-def _load_saved_model(config: RunConfig) -> SegmentationModel | None:
-    """The model saved under ``--model-name``, or ``None`` when there is none yet.
-
-    A model that exists but cannot be read is an error here, before any work: treating it
-    as "no model" would renumber the clusters (and the CDP segments built on them).
-    """
-    if not config.model_name:
-        return None
-    directory = config.model_dir / config.model_name
-    if not config.force_refit or (directory / "model.json").exists():
-        return SegmentationModel.load(directory, config.model_name)
-    return None
+    return reads or writes_tables(config)
 
 
 @dataclass
@@ -250,13 +234,14 @@ class _Run:
                 self.store.close()
 
     def _preflight(self) -> SegmentationModel | None:
-        """Every output location and credential checked, before anything is read."""
+        """Every output location and credential checked, before anything is read
+        (:mod:`autoseg.preflight`); returns the model saved under ``--model-name``."""
         config = self.config
-        _check_output_dir(config.output_dir)
         self.engine.preflight()
-        previous = _load_saved_model(config)
         if _store_needed(config):
-            self.store = open_store(config.store, self.environ, config.td_engine)
+            self.store = open_store(config.store, self.environ, config.td_engine,
+                                    config.lock_timeout)
+        previous = run_preflight(config, self.store)
         if config.audience_enabled:
             self.cdp = cdp_client_from_environment(self.environ or {}, config.cdp_endpoint)
         return previous
@@ -432,6 +417,7 @@ class _Run:
         config, timer = self.config, self.timer
         staged_files: list[StagedFile] = []
         staged_model: StagedModel | None = None
+        committed = False
         with timer.stage("write"):
             staged_rows = self.engine.stage_rows(model, self.output_name is not None)
             try:
@@ -440,24 +426,30 @@ class _Run:
                 summary.timings_seconds = dict(timer.seconds)
                 summary.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
                 staged_files = self._stage_summary_files(summary, projection_2d)
-                staged_rows.swap_in()
-                writes = table_writes(config, self.output_name, staged_rows.table_rows(),
-                                      described)
-                if writes:
-                    assert self.store is not None
-                    self.store.write_tables(writes)
+                # From here a signal is held until the block ends: a store may still give up
+                # before its commit (then everything is rolled back); once the tables are
+                # committed, the renames finish and the run stops with everything written.
+                with signals_deferred():
+                    staged_rows.swap_in()
+                    writes = table_writes(config, self.output_name, staged_rows.table_rows(),
+                                          described)
+                    if writes:
+                        assert self.store is not None
+                        self.store.write_tables(writes)
+                    committed = True
+                    # The tables are committed: only renames are left.
+                    staged_rows.commit()
+                    model_path = staged_model.commit() if staged_model is not None else None
+                    for staged in staged_files:
+                        staged.commit()
             except BaseException:
-                for staged in staged_files:
-                    staged.discard()
-                if staged_model is not None:
-                    staged_model.discard()
-                staged_rows.roll_back()
+                if not committed:
+                    for staged in staged_files:
+                        staged.discard()
+                    if staged_model is not None:
+                        staged_model.discard()
+                    staged_rows.roll_back()
                 raise
-            # The tables are committed: only renames are left.
-            staged_rows.commit()
-            model_path = staged_model.commit() if staged_model is not None else None
-            for staged in staged_files:
-                staged.commit()
         if self.cdp is not None and self.output_name is not None:
             found = sync_audiences(self.cdp, config, self.output_name, described, timer)
             summary.audience = found.get("audience")
@@ -526,23 +518,3 @@ def _projection_sample(matrix: np.ndarray, labels: np.ndarray, seed: int) -> dic
     else:
         xy = np.column_stack([centred[:, 0], np.zeros(len(centred))])
     return {"xy": xy.astype(np.float32), "labels": labels if rows is None else labels[rows]}
-
-
-def _check_output_dir(path: Path) -> None:
-    """Fail early (before any work) when the output directory cannot be written.
-
-    Nothing is created here: a run that fails later leaves no empty directory behind.
-    """
-    existing = path
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
-    problem = None
-    if not existing.is_dir():
-        problem = f"{str(existing)!r} is not a directory"
-    elif not os.access(existing, os.W_OK | os.X_OK):
-        problem = f"{str(existing)!r} is not writable"
-    if problem:
-        raise UsageError(
-            f"--output-dir={str(path)!r} cannot be created or written ({problem}): choose "
-            "another directory"
-        )

@@ -7,6 +7,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from autoseg.atomic import raise_if_signalled
+
 log = logging.getLogger("autoseg.pipeline")
 
 
@@ -19,7 +21,12 @@ class Timer:
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        """Time the stage ``name`` (logged when it starts and ends)."""
+        """Time the stage ``name`` (logged when it starts and ends).
+
+        A signal whose exception was swallowed (see ``atomic.note_signal``) stops the run
+        here, between stages, with nothing written.
+        """
+        raise_if_signalled(f"before the {name} stage")
         started = time.perf_counter()
         log.info("stage %s started", name)
         if self.on_stage is not None:

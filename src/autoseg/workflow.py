@@ -50,7 +50,7 @@ from types import ModuleType, TracebackType  # noqa: E402
 from typing import Any  # noqa: E402
 
 from autoseg.config import PARAMETERS, RunConfig, build_config  # noqa: E402
-from autoseg.errors import AutosegError, Interrupted, UsageError  # noqa: E402
+from autoseg.errors import EXIT_INTERNAL, Interrupted, UsageError, classify  # noqa: E402
 from autoseg.logs import configure_logging  # noqa: E402
 
 log = logging.getLogger("autoseg.workflow")
@@ -60,7 +60,7 @@ STORE_KEY = "autoseg"
 #: Defaults that differ from the CLI's: a workflow task reads and writes Treasure Data.
 WORKFLOW_DEFAULTS: dict[str, Any] = {"store": "td"}
 _CATEGORY = {1: "internal", 2: "usage", 3: "input data", 4: "external service",
-             130: "interrupted"}
+             5: "local file system", 130: "interrupted"}
 
 
 class TaskFailed(Exception):
@@ -106,10 +106,14 @@ def run(**params: Any) -> dict[str, Any]:
     try:
         with _sigterm_interrupts():
             result = _run(params, os.environ)
-    except AutosegError as exc:
-        category = _CATEGORY.get(exc.exit_code, "error")
-        failure = TaskFailed(f"autoseg: error: {_workflow_wording(str(exc))} "
-                             f"[exit code {exc.exit_code}: {category}]", exc.exit_code)
+    except Exception as exc:
+        # The CLI's mapping (autoseg.errors.classify); a bug keeps its traceback.
+        code, message = classify(exc)
+        if code == EXIT_INTERNAL:
+            raise
+        category = _CATEGORY.get(code, "error")
+        failure = TaskFailed(f"autoseg: error: {_workflow_wording(message)} "
+                             f"[exit code {code}: {category}]", code)
     else:
         if env is not None:
             env.store({STORE_KEY: result})

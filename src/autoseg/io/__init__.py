@@ -21,16 +21,19 @@ __all__ = ["RowChunks", "TableStore", "TableWrite", "open_store"]
 
 
 def open_store(spec: str, environ: Mapping[str, str] | None = None,
-               td_engine: str = "presto") -> TableStore:
+               td_engine: str = "presto", lock_timeout: float | None = None) -> TableStore:
     """Open the store named by ``--store``: ``duckdb:PATH`` or ``td``.
 
     ``environ`` (``os.environ``, passed in by the CLI) supplies ``TD_API_KEY`` and
     ``TD_API_SERVER`` for Treasure Data; the library never reads the environment itself.
+    ``lock_timeout`` (``--lock-timeout``; ``None``: the default, 1800 s) bounds how long a
+    DuckDB store waits for a file another process has locked.
     """
     if spec.startswith("duckdb:"):
-        from autoseg.io.duckdb_store import DuckDBStore
+        from autoseg.io.duckdb_store import DEFAULT_LOCK_TIMEOUT, DuckDBStore
 
-        return DuckDBStore(spec.removeprefix("duckdb:") or "autoseg.duckdb")
+        return DuckDBStore(spec.removeprefix("duckdb:") or "autoseg.duckdb",
+                           DEFAULT_LOCK_TIMEOUT if lock_timeout is None else lock_timeout)
     if spec == "td":
         from autoseg.io.td import td_store_from_environment
 

@@ -21,13 +21,12 @@ from __future__ import annotations
 import base64
 import copy
 import html
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from autoseg.atomic import write_file_atomically
 from autoseg.report import plots
 from autoseg.report.alternatives import render_alternatives
 from autoseg.report.plots import DEGENERATE_SHARE, cluster_colors, format_value
@@ -839,17 +838,5 @@ def write_report(
     """
     path = Path(path)
     document = render_report(summary, projection_2d, hide_table_contents)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(document)
-            handle.flush()
-            os.fsync(handle.fileno())
-        # mkstemp creates the file private (0600); a report is meant to be opened by others.
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_file_atomically(path, document)
     return path
