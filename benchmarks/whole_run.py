@@ -159,13 +159,20 @@ def run_ours(path: Path, truth: np.ndarray, work: Path, seed: int,
     }
 
 
-def print_stages(runs: list[dict[str, Any]]) -> None:
-    """Per-stage median seconds over the repeats."""
-    names = list(runs[0]["timings_seconds"])
-    print(f"  {'stage':<18} {'seconds (median of ' + str(len(runs)) + ')':>24}")
-    for name in names:
-        values = [r["timings_seconds"].get(name, 0.0) for r in runs]
-        print(f"  {name:<18} {statistics.median(values):>24.3f}")
+def print_stages(runs: dict[str, list[dict[str, Any]]]) -> None:
+    """Per-stage median seconds over the repeats, one column per variant."""
+    variants = list(runs)
+    names = list(dict.fromkeys(n for v in variants for r in runs[v] for n in r["timings_seconds"]))
+    repeats = len(runs[variants[0]])
+    print(f"  seconds, median of {repeats}")
+    print(f"  {'stage':<18}" + "".join(f"{v:>10}" for v in variants))
+    for name in [*names, "wall"]:
+        cells = []
+        for v in variants:
+            values = [r["wall_seconds"] if name == "wall" else r["timings_seconds"].get(name, 0.0)
+                      for r in runs[v]]
+            cells.append(f"{statistics.median(values):>10.3f}")
+        print(f"  {name:<18}" + "".join(cells))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -179,6 +186,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--src", type=Path, default=None,
                         help="run the autoseg package under this folder (e.g. a `git archive` "
                         "of the revision before) instead of the one on PYTHONPATH")
+    parser.add_argument("--compare-src", type=Path, default=None,
+                        help="also run the package under this folder (the 'before'), "
+                        "alternating with the current one, so both see the same load")
     parser.add_argument("--out", type=Path, default=None, help="JSON result file")
     return parser.parse_args(argv)
 
@@ -202,16 +212,25 @@ def main(argv: list[str] | None = None) -> int:
         else:
             path = scale.generate(rows, args.seed)
             truth = np.load(scale.DATA / f"customers_{rows}.truth.npy")
-        runs = []
+        variants = {"ours": args.src}
+        if args.compare_src is not None:
+            variants = {"before": args.compare_src, "ours": args.src}
+        runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
         for i in range(args.repeat):
-            run = run_ours(path, truth, work / f"run{i}", args.seed, args.src)
-            print(f"  ours run {i + 1}: {run['wall_seconds']:.2f} s, {run['peak_rss_mib']:.0f} "
-                  f"MiB, k={run['chosen_k']}, ARI {run['ari_planted']:.3f}, fidelity "
-                  f"{run['fidelity']}", flush=True)
-            runs.append(run)
-        entry["ours_runs"] = runs
-        ours_wall = statistics.median(r["wall_seconds"] for r in runs)
+            for name, src in variants.items():
+                run = run_ours(path, truth, work / f"{name}{i}", args.seed, src)
+                print(f"  {name} run {i + 1}: {run['wall_seconds']:.2f} s, "
+                      f"{run['peak_rss_mib']:.0f} MiB, k={run['chosen_k']}, ARI "
+                      f"{run['ari_planted']:.3f}, fidelity {run['fidelity']}", flush=True)
+                runs[name].append(run)
+        entry["ours_runs"] = runs["ours"]
+        ours_wall = statistics.median(r["wall_seconds"] for r in runs["ours"])
         entry["ours_wall_seconds"] = ours_wall
+        if "before" in runs:
+            entry["before_src"] = str(args.compare_src)
+            entry["before_runs"] = runs["before"]
+            entry["before_wall_seconds"] = statistics.median(
+                r["wall_seconds"] for r in runs["before"])
         print_stages(runs)
         if not args.skip_baseline:
             print("  baseline (k search alone) ...", flush=True)
@@ -222,6 +241,9 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  baseline: {base['seconds']:.2f} s, k={base['chosen_k']}, ARI "
                   f"{base['ari_planted']:.3f}")
             print(f"  ratio baseline / ours whole process: {entry['ratio']:.2f}x")
+            if "before_wall_seconds" in entry:
+                entry["ratio_before"] = round(base["seconds"] / entry["before_wall_seconds"], 2)
+                print(f"  ratio baseline / before whole process: {entry['ratio_before']:.2f}x")
     entry["load_after"] = ksearch.load_average()
     print(f"  load average after {entry['load_after']}")
     out = args.out or RESULTS / f"whole_run_{case}.json"
