@@ -84,7 +84,10 @@ def learner_config(booster: xgb.Booster) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def planted() -> tuple[pd.DataFrame, np.ndarray, Explanation]:
     features, labels = planted_frame()
-    return features, labels, explain_clusters(features, labels, seed=0)
+    # Every row in the SHAP sample (more than the default bound), so the summaries can be
+    # checked as plain means of the raw contributions.
+    return features, labels, explain_clusters(features, labels, seed=0,
+                                              max_shap_rows=len(features))
 
 
 # --------------------------------------------------------------------------- surrogate

@@ -277,6 +277,34 @@ def test_every_plot_returns_png_bytes(k: int) -> None:
         assert isinstance(image, bytes) and image.startswith(b"\x89PNG")
 
 
+def test_plots_are_drawn_once_per_input(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The report is rendered twice per run with the same data: the second render must reuse
+    # the PNGs, and any change in a plot's input must draw it again.
+    drawn: list[str] = []
+    real_png = plots._png
+
+    def counting_png(figure: Any) -> bytes:
+        drawn.append("png")
+        return real_png(figure)
+
+    monkeypatch.setattr(plots, "_png", counting_png)
+    monkeypatch.setattr(plots, "_png_cache", plots.OrderedDict())
+    data = _synthetic(4)
+    first = plots.plot_cluster_sizes(data["sizes"])
+    again = plots.plot_cluster_sizes(list(data["sizes"]))
+    assert again is first and len(drawn) == 1
+    other = plots.plot_cluster_sizes([*data["sizes"][:-1], data["sizes"][-1] + 1])
+    assert other != first and len(drawn) == 2
+    projection = plots.plot_projection(data["projection"], 4)
+    moved = dict(data["projection"], xy=data["projection"]["xy"] + 1.0)
+    assert plots.plot_projection(data["projection"], 4) is projection
+    assert plots.plot_projection(moved, 4) != projection
+    assert len(drawn) == 4
+    for _ in range(plots.PNG_CACHE_SIZE + 3):
+        plots.plot_cluster_sizes([len(drawn), 5, 7])
+    assert len(plots._png_cache) == plots.PNG_CACHE_SIZE
+
+
 def test_plots_leave_matplotlib_global_state_alone() -> None:
     before = dict(matplotlib.rcParams)
     backend = matplotlib.get_backend()

@@ -43,13 +43,14 @@ levels folded into ``other``.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.tree import DecisionTreeClassifier
 
 from autoseg.features import MISSING_LEVEL, OTHER_LEVEL
 
@@ -174,16 +175,36 @@ def cluster_rules(
     columns = _columns(readable, kinds or {})
     sizes = np.bincount(labels.astype(np.int64), minlength=k) if n else np.zeros(k, np.int64)
     base = np.sort(rng.choice(n, max_rows, replace=False)) if n > max_rows else np.arange(n)
-    rules = []
+    # The row samples are drawn in cluster order from the one generator (so the rules do not
+    # depend on the number of threads); the searches are independent and run on threads: the
+    # tree fit (most of the time) and NumPy's mask arithmetic release the GIL, so both cores
+    # work (measured at 50,000 x 30, k = 6: 3.3 s -> 1.8 s on 2 cores, the same rules).
+    problems: dict[int, _Problem] = {}
     for cluster in range(k):
-        if sizes[cluster] == 0:
-            rules.append(ClusterRule(cluster, [], 0.0, 0.0, 0, "(empty cluster)"))
-            continue
-        rows = _rows_for_cluster(labels, cluster, base, rng)
-        problem = _Problem.build(readable, columns, labels, cluster, rows, n, int(sizes[cluster]))
-        conditions = problem.best_rule(max_conditions, seed)
-        rules.append(_measured_rule(readable, labels, cluster, conditions))
-    return rules
+        if sizes[cluster]:
+            rows = _rows_for_cluster(labels, cluster, base, rng)
+            problems[cluster] = _Problem.build(readable, columns, labels, cluster, rows, n,
+                                               int(sizes[cluster]))
+
+    def solve(cluster: int) -> ClusterRule:
+        if cluster not in problems:
+            return ClusterRule(cluster, [], 0.0, 0.0, 0, "(empty cluster)")
+        conditions = problems[cluster].best_rule(max_conditions, seed)
+        return _measured_rule(readable, labels, cluster, conditions)
+
+    workers = min(_threads(), max(len(problems), 1))
+    if workers == 1:
+        return [solve(cluster) for cluster in range(k)]
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(solve, range(k)))
+
+
+def _threads() -> int:
+    """CPU cores this process may use (its affinity mask where the platform has one)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except AttributeError:  # not on Linux
+        return max(os.cpu_count() or 1, 1)
 
 
 def rule_mask(readable: pd.DataFrame, conditions: list[Condition]) -> np.ndarray:
@@ -544,6 +565,9 @@ class _Problem:
     def _tree_paths(self, max_conditions: int, seed: int) -> list[list[_Cond]]:
         if self.target.all() or not self.target.any():
             return [[]]
+        # Imported here: scikit-learn's tree module loads when rules are learnt, not at start-up.
+        from sklearn.tree import DecisionTreeClassifier
+
         tree = DecisionTreeClassifier(
             max_depth=max_conditions, class_weight="balanced", min_samples_leaf=MIN_LEAF_ROWS,
             random_state=seed,
