@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 # A new centroid keeps an old id only within this share of the distance from the old centroid
 # to its nearest other old centroid (0.5 keeps it in the old cluster's Voronoi cell).
@@ -140,6 +139,8 @@ def match_clusters(
     # disallowed pairs it still uses are dropped afterwards.
     penalty = distance[allowed].sum() + 1.0 if allowed.any() else 1.0
     cost = np.where(allowed, distance, penalty)
+    from scipy.optimize import linear_sum_assignment  # heavy: imported where used
+
     rows, cols = linear_sum_assignment(cost) if distance.size else ([], [])
     mapping = {int(r): int(ids[c]) for r, c in zip(rows, cols, strict=True) if allowed[r, c]}
 

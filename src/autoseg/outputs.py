@@ -12,7 +12,6 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 import pyarrow as pa
 
-from autoseg.audience import CDPClient, sync_audience
 from autoseg.config import RunConfig
 from autoseg.describe import Description
 from autoseg.explain import Explanation
@@ -23,6 +22,7 @@ from autoseg.rules import ClusterRule, rules_to_cdp
 from autoseg.timing import Timer
 
 if TYPE_CHECKING:
+    from autoseg.audience import CDPClient
     from autoseg.io import RowChunks
 
 log = logging.getLogger(__name__)
@@ -92,6 +92,8 @@ def sync_audiences(cdp: CDPClient, config: RunConfig, output_name: TableName,
                    described: Description, timer: Timer) -> dict[str, Any]:
     """Create or update the CDP audience (one segment per cluster; with ``--segment-rules``
     also the rule segments); returns the summary entries ``audience`` (``audience_rules``)."""
+    from autoseg.audience import sync_audience  # the HTTP client: loaded when needed
+
     found: dict[str, Any] = {}
     with timer.stage("audience"):
         audience = sync_audience(

@@ -31,7 +31,6 @@ import pandas as pd
 
 from autoseg.alternatives import describe_alternatives
 from autoseg.atomic import StagedFile, signals_deferred, stage_file
-from autoseg.audience import CDPClient, cdp_client_from_environment
 from autoseg.backend import Backend, select_backend
 from autoseg.checks import check_input, check_output_table
 from autoseg.config import RunConfig
@@ -49,7 +48,6 @@ from autoseg.outputs import stage_model, sync_audiences, table_writes
 from autoseg.preflight import run_preflight, writes_tables
 from autoseg.profile import profile_table
 from autoseg.reduce import Projection, fit_projection
-from autoseg.report.html import render_report
 from autoseg.sampling import (
     RowSets,
     all_rows_silhouette_points,
@@ -64,6 +62,8 @@ from autoseg.timing import Timer
 
 if TYPE_CHECKING:
     from distributed import Client
+
+    from autoseg.audience import CDPClient
 
 log = logging.getLogger(__name__)
 
@@ -243,6 +243,8 @@ class _Run:
                                     config.lock_timeout)
         previous = run_preflight(config, self.store)
         if config.audience_enabled:
+            from autoseg.audience import cdp_client_from_environment
+
             self.cdp = cdp_client_from_environment(self.environ or {}, config.cdp_endpoint)
         return previous
 
@@ -254,7 +256,7 @@ class _Run:
             if saved is None:
                 fit, prepared, imputed = self._fit(info, rows, previous)
             else:
-                with timer.stage("features"):
+                with timer.stage("prepare_all"):
                     prepared, imputed = engine.prepare_all(saved.spec, saved.projection)
                 log.info("reused saved model %r (k=%d); no fitting", config.model_name, saved.k)
                 fit = _Fit(saved, None, None, None, None, None)
@@ -303,7 +305,8 @@ class _Run:
             search_x = _prepare(search_frame, spec, projection)
             search = search_candidates(search_x, info.n_rows, config, self.backend)
         stability_stage(search, search_x, config, timer, self.backend)
-        prepared, imputed = engine.prepare_all(spec, projection)
+        with timer.stage("prepare_all"):
+            prepared, imputed = engine.prepare_all(spec, projection)
         centroids = search.centroids
         refit: dict[str, Any] = {"done": False}
         if rows.search_sampled:
@@ -487,6 +490,8 @@ class _Run:
                              projection_2d: dict[str, Any], *,
                              timed: bool = True) -> list[StagedFile]:
         """``summary.json`` and ``report.html`` written beside their targets, not renamed."""
+        from autoseg.report.html import render_report  # matplotlib: loaded when needed
+
         config = self.config
         with self.timer.stage("report") if timed else contextlib.nullcontext():
             document = render_report(summary.to_dict(), projection_2d,

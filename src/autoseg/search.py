@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
 
 from autoseg.kmeans import fit_optimum
 from autoseg.silhouette import silhouette_scores
@@ -203,6 +202,9 @@ def search_k(
                 "(too few distinct rows)"
             )
         else:
+            # scikit-learn loads in a second; imported where used, so start-up stays fast
+            from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
+
             candidate.calinski_harabasz = float(calinski_harabasz_score(x, labels))
             candidate.davies_bouldin = float(davies_bouldin_score(x, labels))
             fits[k] = (centroids, labels, seconds, fit.inertia)

@@ -22,7 +22,6 @@ from itertools import combinations
 from typing import TYPE_CHECKING
 
 import numpy as np
-from sklearn.metrics import adjusted_rand_score
 
 from autoseg.kmeans import fit_optimum
 from autoseg.search import default_backend, nearest_centroid_with_distance
@@ -129,6 +128,8 @@ def stability_by_k(
             labels, _ = nearest_centroid_with_distance(evaluation_device, centroids,
                                                        xp=backend.xp)
             labellings.append(labels)
+        from sklearn.metrics import adjusted_rand_score  # heavy: imported where used
+
         aris = np.array([adjusted_rand_score(a, b) for a, b in combinations(labellings, 2)])
         scores[k] = StabilityScore(
             mean_ari=float(aris.mean()), std_ari=float(aris.std()), runs=runs,
