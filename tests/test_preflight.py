@@ -39,7 +39,8 @@ def test_a_file_where_the_directory_should_be(tmp_path: Path) -> None:
     (tmp_path / "f").write_text("x")
     with pytest.raises(UsageError, match=r"^--model-dir='.*f' is a file, not a directory"):
         check_directory_writable(tmp_path / "f", "--model-dir")
-    with pytest.raises(UsageError, match=r"^--model-dir='.*f/m': cannot create .*ENOTDIR"):
+    with pytest.raises(UsageError, match=r"^--model-dir='.*f/m' cannot be created or written "
+                                         r"\('.*f' is not a directory\)"):
         check_directory_writable(tmp_path / "f" / "m", "--model-dir")
 
 

@@ -45,7 +45,7 @@ from autoseg.local import LocalEngine
 from autoseg.model import SegmentationModel, StagedModel
 from autoseg.names import TableName, parse_table_name
 from autoseg.outputs import stage_model, sync_audiences, table_writes
-from autoseg.preflight import run_preflight, writes_tables
+from autoseg.preflight import remove_created_directories, run_preflight, writes_tables
 from autoseg.profile import profile_table
 from autoseg.reduce import Projection, fit_projection
 from autoseg.sampling import (
@@ -215,8 +215,9 @@ class _Run:
 
     def execute(self) -> RunResult:
         config, engine, timer = self.config, self.engine, self.timer
-        previous = self._preflight()
+        created: list[Path] = []
         try:
+            previous = self._preflight(created)
             with timer.stage("read"):
                 info = engine.read(self.store)
             saved = previous if not config.force_refit else None
@@ -229,11 +230,15 @@ class _Run:
                              search_sample_size=config.search_sample_size,
                              silhouette_exact_max_rows=config.silhouette_exact_max_rows)
             return self._segment(info, rows, previous, saved)
+        except BaseException:
+            # A failed run leaves nothing behind, not even the directories it created.
+            remove_created_directories(created)
+            raise
         finally:
             if self.store is not None:
                 self.store.close()
 
-    def _preflight(self) -> SegmentationModel | None:
+    def _preflight(self, created: list[Path]) -> SegmentationModel | None:
         """Every output location and credential checked, before anything is read
         (:mod:`autoseg.preflight`); returns the model saved under ``--model-name``."""
         config = self.config
@@ -241,7 +246,7 @@ class _Run:
         if _store_needed(config):
             self.store = open_store(config.store, self.environ, config.td_engine,
                                     config.lock_timeout)
-        previous = run_preflight(config, self.store)
+        previous = run_preflight(config, self.store, created)
         if config.audience_enabled:
             from autoseg.audience import cdp_client_from_environment
 

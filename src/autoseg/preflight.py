@@ -12,6 +12,7 @@ model, which must be readable when it exists. Table names were already checked b
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from pathlib import Path
@@ -36,7 +37,8 @@ def _reason(exc: OSError) -> str:
     return f"{text} ({name})" if name else text
 
 
-def check_directory_writable(path: Path, option: str) -> Path:
+def check_directory_writable(path: Path, option: str,
+                             created: list[Path] | None = None) -> Path:
     """Create ``path`` (and its parents) and prove it takes files, with a probe file.
 
     Parameters
@@ -45,6 +47,9 @@ def check_directory_writable(path: Path, option: str) -> Path:
         The directory a run writes to.
     option
         The option that named it, e.g. ``"--output-dir"``, for the message.
+    created
+        When given, the directories this call created are appended (deepest last), so a run
+        that fails later can remove them again (:func:`remove_created_directories`).
 
     Returns
     -------
@@ -60,6 +65,16 @@ def check_directory_writable(path: Path, option: str) -> Path:
     if path.exists() and not path.is_dir():
         raise UsageError(f"{option}={str(path)!r} is a file, not a directory: choose a "
                          "directory (it is created when missing)")
+    missing = []
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            if not candidate.is_dir():  # a file where a parent directory should be
+                raise UsageError(
+                    f"{option}={str(path)!r} cannot be created or written "
+                    f"({str(candidate)!r} is not a directory): choose another directory"
+                )
+            break
+        missing.append(candidate)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -81,7 +96,20 @@ def check_directory_writable(path: Path, option: str) -> Path:
         raise UsageError(
             f"{option}={str(path)!r} is not writable: {_reason(exc)}: {_fix(path, exc.errno)}"
         ) from None
+    if created is not None:
+        created.extend(reversed(missing))
     return path
+
+
+def remove_created_directories(created: list[Path]) -> None:
+    """Remove the directories the pre-flight created, deepest first, where still empty.
+
+    A run that fails leaves nothing behind, not even an empty output directory; a directory
+    something was written to (another process's file, say) is kept.
+    """
+    for directory in reversed(created):
+        with contextlib.suppress(OSError):  # not empty, or already gone: keep it
+            directory.rmdir()
 
 
 def check_store_writable(store: TableStore) -> None:
@@ -126,7 +154,8 @@ def writes_tables(config: RunConfig) -> bool:
                 or config.export_shap_values or config.export_segment_rules)
 
 
-def run_preflight(config: RunConfig, store: TableStore | None) -> SegmentationModel | None:
+def run_preflight(config: RunConfig, store: TableStore | None,
+                  created: list[Path] | None = None) -> SegmentationModel | None:
     """Every pre-flight check of a run, before its input is read.
 
     Parameters
@@ -136,6 +165,9 @@ def run_preflight(config: RunConfig, store: TableStore | None) -> SegmentationMo
     store
         The opened store (its credentials were checked when it was opened), or ``None``
         when the run neither reads nor writes tables.
+    created
+        Collects the directories the pre-flight created (see
+        :func:`check_directory_writable`).
 
     Returns
     -------
@@ -151,9 +183,9 @@ def run_preflight(config: RunConfig, store: TableStore | None) -> SegmentationMo
     ServiceError
         The store cannot be written.
     """
-    check_directory_writable(config.output_dir, "--output-dir")
+    check_directory_writable(config.output_dir, "--output-dir", created)
     if config.model_name and config.force_refit:
-        check_directory_writable(config.model_dir, "--model-dir")
+        check_directory_writable(config.model_dir, "--model-dir", created)
     if writes_tables(config) and store is not None:
         check_store_writable(store)
     return load_previous_model(config)
