@@ -36,7 +36,7 @@ from autoseg.checks import check_input, check_output_table
 from autoseg.config import RunConfig
 from autoseg.describe import Description, describe_clusters, explanation_summary
 from autoseg.engine import Engine, InputInfo
-from autoseg.errors import UsageError
+from autoseg.errors import FileSystemError, UsageError
 from autoseg.explain import Explanation
 from autoseg.features import FeatureSpec, fit_features
 from autoseg.fitting import search_candidates, search_summary, stability_stage, stable_ids
@@ -485,7 +485,7 @@ class _Run:
         try:
             for staged in self._stage_summary_files(summary, projection_2d, timed=False):
                 staged.commit()
-        except OSError as exc:
+        except (OSError, FileSystemError) as exc:
             if summary.audience is not None:
                 raise
             log.warning("summary and report keep the timings up to the write (%s: %s)",
