@@ -66,6 +66,24 @@ def fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
+def write_probe(directory: Path, name: str) -> None:
+    """Prove ``directory`` takes files: write, fsync and remove a small file ``name`` in it.
+
+    Raises
+    ------
+    OSError
+        As the file system reports it (the caller names the option and the fix).
+    """
+    probe = Path(directory) / name
+    fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, b"autoseg probe\n")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+        probe.unlink(missing_ok=True)
+
+
 def write_new_file(path: Path, data: bytes | bytearray | str) -> Path:
     """Write a file that nobody reads yet (one inside a staging directory): write, fsync, 0644.
 

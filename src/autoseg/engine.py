@@ -101,6 +101,12 @@ class Engine(Protocol):
         """The prepared matrix of every row (an engine handle) and imputed values per column."""
         ...
 
+    def prepared_rows(self, prepared: Any, rows: np.ndarray | None, spec: FeatureSpec,
+                      projection: Projection | None) -> np.ndarray:
+        """The host matrix of the rows at ``rows`` (``None``: every row), from ``prepared``
+        (:meth:`prepare_all`) or prepared afresh from those rows."""
+        ...
+
     def fit_all_rows(self, prepared: Any, centroids: np.ndarray) -> tuple[
             np.ndarray, dict[str, Any]]:
         """Lloyd iterations on every row from ``centroids``; the centroids and facts."""

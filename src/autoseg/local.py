@@ -17,9 +17,9 @@ import pyarrow as pa
 from autoseg.checks import CLUSTER_COLUMN, check_column_names, check_csv_header
 from autoseg.engine import InputInfo
 from autoseg.io.files import read_file
-from autoseg.model import data_fingerprint
+from autoseg.model import data_fingerprint, prepare_matrix
 from autoseg.names import parse_table_name
-from autoseg.search import nearest_centroid_with_distance, refit_on_all_rows
+from autoseg.search import assign_rows, refit_on_all_rows
 
 if TYPE_CHECKING:
     from autoseg.backend import Backend
@@ -115,10 +115,12 @@ class LocalEngine:
     def prepare_all(self, spec: FeatureSpec, projection: Projection | None) -> tuple[
             np.ndarray, dict[str, int]]:
         """The float32 matrix of every row (projected when PCA was fitted)."""
-        matrix, imputed = spec.transform(self.frame)
-        if projection is not None:
-            matrix = projection.transform(matrix)
-        return matrix, imputed
+        return prepare_matrix(self.frame, spec, projection)
+
+    def prepared_rows(self, prepared: np.ndarray, rows: np.ndarray | None, spec: FeatureSpec,
+                      projection: Projection | None) -> np.ndarray:
+        """Rows of the matrix already prepared: no second pass over the table."""
+        return prepared if rows is None else prepared[rows]
 
     def fit_all_rows(self, prepared: np.ndarray, centroids: np.ndarray) -> tuple[
             np.ndarray, dict[str, Any]]:
@@ -130,11 +132,7 @@ class LocalEngine:
     def count(self, prepared: np.ndarray, centroids: np.ndarray,
               points: np.ndarray | None) -> tuple[list[int], SilhouetteScore | None]:
         """Assign every row (kept for the output table) and count the clusters."""
-        if self.backend.is_gpu:
-            labels, _ = nearest_centroid_with_distance(
-                self.backend.to_device(prepared, np.float32), centroids, xp=self.backend.xp)
-        else:
-            labels, _ = nearest_centroid_with_distance(prepared, centroids)
+        labels, _ = assign_rows(prepared, centroids, self.backend)
         self._labels = labels
         sizes = np.bincount(labels, minlength=centroids.shape[0])
         return [int(s) for s in sizes], None

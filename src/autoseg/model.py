@@ -74,10 +74,7 @@ class SegmentationModel:
 
     def prepare(self, frame: pd.DataFrame) -> tuple[np.ndarray, dict[str, int]]:
         """Prepared (and projected) matrix for ``frame``, and imputation counts."""
-        matrix, imputed = self.spec.transform(frame)
-        if self.projection is not None:
-            matrix = self.projection.transform(matrix)
-        return matrix, imputed
+        return prepare_matrix(frame, self.spec, self.projection)
 
     def save(self, directory: Path, surrogate_json: bytes | bytearray | None = None) -> Path:
         """Write the model atomically to ``directory`` (replacing an existing one).
@@ -301,3 +298,12 @@ def data_fingerprint(frame: pd.DataFrame, max_rows: int = 10_000) -> dict[str, A
         "head_sha256": content,
     }
 
+
+def prepare_matrix(frame: pd.DataFrame, spec: FeatureSpec,
+                   projection: Projection | None) -> tuple[np.ndarray, dict[str, int]]:
+    """The float32 matrix k-means sees for ``frame`` (prepared, projected when PCA was fitted)
+    and the values imputed per column: the one preparation both engines use."""
+    matrix, imputed = spec.transform(frame)
+    if projection is not None:
+        matrix = projection.transform(matrix)
+    return matrix, imputed

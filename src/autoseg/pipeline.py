@@ -55,7 +55,7 @@ from autoseg.sampling import (
     projection_positions,
     sample_positions,
 )
-from autoseg.search import SearchResult, nearest_centroid_with_distance
+from autoseg.search import SearchResult, assign_rows
 from autoseg.silhouette import SilhouetteScore
 from autoseg.summary import RunSummary
 from autoseg.timing import Timer
@@ -210,6 +210,7 @@ class _Run:
             if config.output_table else None)
         self.store: TableStore | None = None
         self.cdp: CDPClient | None = None
+        self._prepared: Any = None  # the engine's prepared matrix of every row, while needed
 
     # ------------------------------------------------------------------ the order of a run
 
@@ -256,20 +257,20 @@ class _Run:
     def _segment(self, info: InputInfo, rows: RowSets, previous: SegmentationModel | None,
                  saved: SegmentationModel | None) -> RunResult:
         config, engine, timer = self.config, self.engine, self.timer
-        prepared: Any = None
         try:
             if saved is None:
-                fit, prepared, imputed = self._fit(info, rows, previous)
+                fit, imputed = self._fit(info, rows, previous)
             else:
                 with timer.stage("prepare_all"):
-                    prepared, imputed = engine.prepare_all(saved.spec, saved.projection)
+                    self._prepared, imputed = engine.prepare_all(saved.spec, saved.projection)
                 log.info("reused saved model %r (k=%d); no fitting", config.model_name, saved.k)
                 fit = _Fit(saved, None, None, None, None, None)
             model = fit.model
             with timer.stage("describe_sample"):
                 sample = engine.take(rows.describe)
-                sample_x, _ = model.prepare(sample)
-                labels, distances = self._assign(sample_x, model.centroids)
+                sample_x = engine.prepared_rows(self._prepared, rows.describe, model.spec,
+                                                model.projection)
+                labels, distances = assign_rows(sample_x, model.centroids, self.backend)
             with timer.stage("assign"):
                 points = None
                 if fit.search is not None and rows.search_sampled and engine.all_rows_silhouette:
@@ -277,10 +278,11 @@ class _Run:
                                               all_rows_silhouette_points(info.n_rows),
                                               config.seed)
                     points = sample_x if chosen is None else sample_x[chosen]
-                sizes, all_rows = engine.count(prepared, model.centroids, points)
+                sizes, all_rows = engine.count(self._prepared, model.centroids, points)
         finally:
-            engine.release(prepared)
-            del prepared
+            # Also after a failure: a Dask run's persisted matrix lives on the workers.
+            engine.release(self._prepared)
+            self._prepared = None
         with timer.stage("profile"):
             profile = profile_table(sample, config.hide_table_contents, rows=info.n_rows,
                                     missing=engine.missing_counts())
@@ -296,34 +298,34 @@ class _Run:
         return self._write(summary, model, fit, described, projection_2d)
 
     def _fit(self, info: InputInfo, rows: RowSets, previous: SegmentationModel | None
-             ) -> tuple[_Fit, Any, dict[str, int]]:
-        """Features, PCA and the k search on the run's row sets, then every row."""
+             ) -> tuple[_Fit, dict[str, int]]:
+        """Features, PCA, every row prepared once, the k search on the search rows of that
+        matrix, then the refit on every row."""
         config, engine, timer = self.config, self.engine, self.timer
         with timer.stage("features"):
             spec = fit_features(engine.take(rows.features), config.ignore_columns)
         with timer.stage("reduce"):
             projection = self._fit_projection(spec, rows)
+        with timer.stage("prepare_all"):
+            self._prepared, imputed = engine.prepare_all(spec, projection)
         with timer.stage("search"):
             # Restarts and silhouettes are affordable on a sample; the chosen k is then fitted
             # on every row below. Small tables are searched whole.
             search_frame = engine.take(rows.search)
-            search_x = _prepare(search_frame, spec, projection)
+            search_x = engine.prepared_rows(self._prepared, rows.search, spec, projection)
             search = search_candidates(search_x, info.n_rows, config, self.backend)
         stability_stage(search, search_x, config, timer, self.backend)
-        with timer.stage("prepare_all"):
-            prepared, imputed = engine.prepare_all(spec, projection)
         centroids = search.centroids
         refit: dict[str, Any] = {"done": False}
         if rows.search_sampled:
             with timer.stage("fit_all_rows"):
-                centroids, refit = engine.fit_all_rows(prepared, centroids)
+                centroids, refit = engine.fit_all_rows(self._prepared, centroids)
             log.info("k=%d refitted on all %d rows (%s)", search.chosen_k, info.n_rows,
                      refit.get("engine"))
         centroids, id_matching = stable_ids(previous, spec, projection, centroids)
         model = SegmentationModel(spec=spec, centroids=centroids, projection=projection,
                                   k=search.chosen_k, fingerprint=engine.fingerprint())
-        return (_Fit(model, search, refit, id_matching, search_frame, search_x), prepared,
-                imputed)
+        return _Fit(model, search, refit, id_matching, search_frame, search_x), imputed
 
     def _alternatives(self, fit: _Fit) -> list[dict[str, Any]] | None:
         """What k-1, k+1 and the runner-up would change, from the search's own fits (no pass
@@ -332,7 +334,7 @@ class _Run:
         if fit.search is None or fit.search_frame is None or fit.search_x is None:
             return None
         spec = fit.model.spec
-        chosen_labels, _ = self._assign(fit.search_x, fit.model.centroids)
+        chosen_labels, _ = assign_rows(fit.search_x, fit.model.centroids, self.backend)
         return describe_alternatives(
             fit.search, spec.readable(fit.search_frame), chosen_labels=chosen_labels,
             hide_table_contents=self.config.hide_table_contents,
@@ -350,13 +352,6 @@ class _Run:
                      matrix.shape[1], projection.components.shape[0],
                      100 * projection.explained_variance_ratio)
         return projection
-
-    def _assign(self, x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Nearest centroid and distance of the rows ``x``, on the backend's device."""
-        if self.backend.is_gpu:
-            return nearest_centroid_with_distance(self.backend.to_device(x, np.float32),
-                                                  centroids, xp=self.backend.xp)
-        return nearest_centroid_with_distance(x, centroids)
 
     # ------------------------------------------------------------------ summary and writes
 
@@ -508,13 +503,6 @@ class _Run:
             staged[0].discard()
             raise
         return staged
-
-
-def _prepare(frame: pd.DataFrame, spec: FeatureSpec,
-             projection: Projection | None) -> np.ndarray:
-    """The float32 matrix k-means sees for ``frame``: prepared, projected when PCA was fitted."""
-    matrix, _ = spec.transform(frame)
-    return projection.transform(matrix) if projection is not None else matrix
 
 
 def _projection_sample(matrix: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, Any]:

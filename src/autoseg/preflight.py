@@ -17,6 +17,7 @@ import errno
 import os
 from pathlib import Path
 
+from autoseg.atomic import write_probe
 from autoseg.config import RunConfig
 from autoseg.errors import UsageError, os_error_fix
 from autoseg.io import TableStore
@@ -83,15 +84,8 @@ def check_directory_writable(path: Path, option: str,
             f"{option}={str(path)!r}: cannot create the directory {str(failed)!r}: "
             f"{_reason(exc)}: {_fix(failed, exc.errno)}"
         ) from None
-    probe = path / f"{PROBE_PREFIX}{os.getpid()}"
     try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, b"autoseg pre-flight probe\n")
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-            probe.unlink(missing_ok=True)
+        write_probe(path, f"{PROBE_PREFIX}{os.getpid()}")
     except OSError as exc:
         raise UsageError(
             f"{option}={str(path)!r} is not writable: {_reason(exc)}: {_fix(path, exc.errno)}"

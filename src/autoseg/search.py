@@ -135,6 +135,18 @@ def nearest_centroid_with_distance(
     return labels, nearest
 
 
+def assign_rows(x: np.ndarray, centroids: np.ndarray,
+                backend: Backend | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Nearest centroid and distance of the host rows ``x``, on the backend's device.
+
+    Returns host arrays (int32 labels, float32 distances).
+    """
+    if backend is not None and backend.is_gpu:
+        return nearest_centroid_with_distance(backend.to_device(x, np.float32), centroids,
+                                              xp=backend.xp)
+    return nearest_centroid_with_distance(x, centroids)
+
+
 def _host(array: Any) -> np.ndarray:
     return array.get() if hasattr(array, "get") else np.asarray(array)
 

@@ -72,7 +72,7 @@ class RunSummary:
 
     def to_json(self) -> str:
         """``to_dict()`` as indented JSON text, as written to ``summary.json``."""
-        return json.dumps(self.to_dict(), indent=2, default=_json_default, allow_nan=False)
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False)
 
     def __getitem__(self, key: str) -> Any:
         """Read a field by its JSON name (``summary["chosen_k"]``), as in ``summary.json``."""
@@ -126,13 +126,3 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, Path):
         return str(value)
     return value
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    if isinstance(value, Path):
-        return str(value)
-    raise TypeError(f"not JSON serialisable: {type(value).__name__}")

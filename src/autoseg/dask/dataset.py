@@ -20,6 +20,7 @@ import pyarrow.dataset as pads
 
 from autoseg.errors import InputDataError
 from autoseg.features import FeatureSpec
+from autoseg.model import prepare_matrix
 from autoseg.reduce import Projection
 
 # Parquet footers read at once when the input's files are checked (round trips on S3).
@@ -199,11 +200,9 @@ def _take_rows(frame: pd.DataFrame, local_rows: np.ndarray) -> pd.DataFrame:
     return frame.iloc[local_rows]
 
 
-def prepare_rows(frame: pd.DataFrame, spec: FeatureSpec,
-             projection: Projection | None) -> np.ndarray:
-    """The float32 matrix k-means sees: prepared features, projected when PCA was fitted."""
-    matrix, _ = spec.transform(frame.reset_index(drop=True))
-    return projection.transform(matrix) if projection is not None else matrix
+def _prepared_partition(frame: pd.DataFrame, spec: FeatureSpec,
+                        projection: Projection | None) -> np.ndarray:
+    return prepare_matrix(frame, spec, projection)[0]
 
 
 def prepared_array(data: Dataset, spec: FeatureSpec, projection: Projection | None) -> Any:
@@ -218,7 +217,7 @@ def prepared_array(data: Dataset, spec: FeatureSpec, projection: Projection | No
              else len(spec.matrix_columns))
     lengths = np.diff(data.offsets)
     blocks = [
-        da.from_delayed(dask.delayed(prepare_rows)(part, spec, projection),
+        da.from_delayed(dask.delayed(_prepared_partition)(part, spec, projection),
                         shape=(int(n), width), dtype=np.float32)
         for part, n in zip(data.frame.to_delayed(), lengths, strict=True) if n > 0
     ]

@@ -37,6 +37,7 @@ from autoseg.dask.output import (
 from autoseg.engine import InputInfo
 from autoseg.errors import UsageError
 from autoseg.io import RowChunks
+from autoseg.model import prepare_matrix
 
 if TYPE_CHECKING:
     from autoseg.backend import Backend
@@ -184,6 +185,12 @@ class DaskEngine:
         used = [f.column for f in spec.numeric] + [c.column for c in spec.categorical]
         imputed = {c: int(self.data.missing[c]) for c in used if self.data.missing.get(c, 0)}
         return x, imputed
+
+    def prepared_rows(self, prepared: Any, rows: np.ndarray | None, spec: FeatureSpec,
+                      projection: Projection | None) -> np.ndarray:
+        """The rows gathered to the client and prepared there (the matrix stays on the
+        workers)."""
+        return prepare_matrix(self.take(rows), spec, projection)[0]
 
     def fit_all_rows(self, prepared: Any, centroids: np.ndarray) -> tuple[
             np.ndarray, dict[str, Any]]:

@@ -26,10 +26,10 @@ from fsspec.implementations.local import LocalFileSystem
 
 from autoseg.checks import CLUSTER_COLUMN
 from autoseg.dask.cluster import workers
-from autoseg.dask.dataset import Dataset, prepare_rows, reason
+from autoseg.dask.dataset import Dataset, reason
 from autoseg.errors import ServiceError, UsageError
 from autoseg.features import FeatureSpec
-from autoseg.model import SegmentationModel
+from autoseg.model import SegmentationModel, prepare_matrix
 from autoseg.reduce import Projection
 from autoseg.search import nearest_centroid
 
@@ -101,7 +101,7 @@ def _comparable(fs: fsspec.AbstractFileSystem, path: str) -> str:
 def label_partition(frame: pd.DataFrame, spec: FeatureSpec, projection: Projection | None,
                      centroids: np.ndarray) -> pd.DataFrame:
     """One partition's rows, every column as read, plus ``cluster_id``."""
-    labels = nearest_centroid(prepare_rows(frame, spec, projection), centroids) if len(frame) \
+    labels = nearest_centroid(prepare_matrix(frame, spec, projection)[0], centroids) if len(frame) \
         else np.empty(0, dtype=np.int32)
     return frame.assign(**{CLUSTER_COLUMN: labels.astype(np.int32)})
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
-from autoseg.atomic import raise_if_signalled
+from autoseg.atomic import raise_if_signalled, write_probe
 from autoseg.errors import InputDataError, ServiceError, UsageError, os_error_message
 from autoseg.io.base import RowChunks, TableWrite
 from autoseg.names import TableName
@@ -268,15 +268,8 @@ class DuckDBStore:
             return
         self._check_directory()
         path = Path(self.path)
-        probe = path.parent / f".{path.name}.autoseg-probe-{os.getpid()}"
         try:
-            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            try:
-                os.write(fd, b"autoseg")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-                probe.unlink()
+            write_probe(path.parent, f".{path.name}.autoseg-probe-{os.getpid()}")
         except OSError as exc:
             raise ServiceError(
                 f"--store={self.description!r}: "
