@@ -312,11 +312,15 @@ def cases(full: bool) -> list[Case]:
 # --------------------------------------------------------------------------- methods
 
 
+# Run parameters that replace the defaults (--set NAME=VALUE), e.g. to compare restarts.
+OVERRIDES: dict[str, str] = {}
+
+
 def run_autoseg(case: Case) -> tuple[Outcome, dict[str, Any]]:
     """autoseg through its library with the run defaults; also the ceiling in its space."""
     lo, hi = case.k_range
     config = build_config({"input_table": "quality.csv", "min_clusters": lo, "max_clusters": hi,
-                           "ignore_columns": ",".join(("time", *case.ignore))})
+                           "ignore_columns": ",".join(("time", *case.ignore)), **OVERRIDES})
     backend = select_backend("cpu")
     started = time.perf_counter()
     # The row sets of a run (autoseg.sampling), as pipeline.run draws them.
@@ -506,11 +510,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--only", default=None,
                         help="run only the data sets whose name contains this text")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON result file")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a run parameter instead of its default (repeatable), "
+                             "e.g. --set kmeans_restarts=3")
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    OVERRIDES.update(item.split("=", 1) for item in args.set)
     records = []
     selected: list[Case] = [c for c in cases(args.full)
                             if args.only is None or args.only.lower() in c.name.lower()]

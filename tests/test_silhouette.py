@@ -8,7 +8,14 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 from sklearn.metrics import silhouette_samples, silhouette_score
 
-from autoseg.silhouette import distance_sums, silhouette_from_sums, silhouette_scores
+import autoseg.silhouette as silhouette_module
+from autoseg.silhouette import (
+    best_key,
+    distance_sums,
+    rank_silhouettes,
+    silhouette_from_sums,
+    silhouette_scores,
+)
 
 
 def _labelings(x: np.ndarray, ks: range) -> dict[int, np.ndarray]:
@@ -107,3 +114,76 @@ def test_silhouette_from_sums_of_a_sample_estimates_the_whole_table() -> None:
     truth = silhouette_score(x, labels)
     assert 0 < score.stderr < 0.02
     assert abs(score.score - truth) < 4 * score.stderr
+
+
+def _blobs_labelings(n: int, seed: int) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+    x, _ = make_blobs(n, 6, centers=4, cluster_std=1.5, random_state=seed)
+    return x.astype(np.float32), _labelings(x, range(2, 8))
+
+
+def _scored_points(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Records how many points every distance pass scores."""
+    counts: list[int] = []
+    original = silhouette_module._cluster_distance_sums
+
+    def counting(x, labels, offsets, total, points, xp):  # type: ignore[no-untyped-def]
+        counts.append(len(points))
+        return original(x, labels, offsets, total, points, xp)
+
+    monkeypatch.setattr(silhouette_module, "_cluster_distance_sums", counting)
+    return counts
+
+
+def test_a_clear_winner_is_decided_on_the_first_sampled_points(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    x, labelings = _blobs_labelings(20_000, 0)
+    exact = silhouette_scores(x, labelings)
+    counts = _scored_points(monkeypatch)
+    ranking = rank_silhouettes(x, labelings, first_points=1000)
+    assert ranking.best == max(exact, key=lambda k: exact[k].score) == 4
+    assert len(ranking.rounds) == 1 and not ranking.rounds[0][2]
+    assert sum(counts) < 2000  # 1,000 uniform points and a few extras, not 20,000
+    assert not ranking.scores[4].exact and ranking.scores[4].stderr > 0
+    assert abs(ranking.scores[4].score - exact[4].score) < 4 * ranking.scores[4].stderr
+
+
+def test_a_near_tie_goes_on_to_the_exact_silhouette(monkeypatch: pytest.MonkeyPatch) -> None:
+    # four blobs placed with the symmetries of a square: splitting left/right and splitting
+    # top/bottom score exactly the same, so no sample can separate them
+    rng = np.random.default_rng(0)
+    quadrant = rng.normal(3.0, 1.0, size=(400, 2))
+    quadrant = np.vstack([quadrant, quadrant[:, ::-1]])
+    x = np.vstack([quadrant * sign for sign in ([1, 1], [-1, 1], [1, -1], [-1, -1])])
+    x = x.astype(np.float32)
+    left_right, top_bottom = (x[:, 0] < 0).astype(int), (x[:, 1] < 0).astype(int)
+    poor = rng.integers(0, 3, size=len(x))
+    exact = silhouette_scores(x, {2: left_right, 12: top_bottom})
+    counts = _scored_points(monkeypatch)
+    ranking = rank_silhouettes(x, {12: top_bottom, 2: left_right, 3: poor}, first_points=500)
+    assert ranking.rounds[-1][2] and set(ranking.rounds[-1][1]) == {2, 12}
+    assert ranking.scores[2].exact and ranking.scores[12].exact
+    assert ranking.scores[2].score == pytest.approx(exact[2].score, abs=1e-9)
+    assert ranking.scores[12].score == pytest.approx(exact[12].score, abs=1e-9)
+    # the same choice as the exact silhouettes (equal but for float rounding)
+    assert ranking.scores[2].score == pytest.approx(ranking.scores[12].score, abs=1e-6)
+    assert ranking.best == best_key({k: score.score for k, score in exact.items()})
+    assert not ranking.scores[3].exact  # put out on the sample
+    assert sum(counts) == len(x)  # the rounds are nested: every point is scored once
+
+
+def test_ineligible_labellings_are_scored_but_never_chosen() -> None:
+    x, labelings = _blobs_labelings(3_000, 2)
+    ranking = rank_silhouettes(x, labelings, eligible={2, 3, 5})
+    assert set(ranking.scores) == set(labelings)
+    assert ranking.best in {2, 3, 5}
+    with pytest.raises(ValueError, match="eligible"):
+        rank_silhouettes(x, labelings, eligible=set())
+
+
+def test_beyond_exact_max_rows_the_last_sample_decides() -> None:
+    x, labelings = _blobs_labelings(12_000, 3)
+    ranking = rank_silhouettes(x, labelings, exact_max_rows=5_000, sample_size=3_000,
+                               first_points=200, z=50.0)  # nothing separates at z = 50
+    assert [r[0] for r in ranking.rounds] == [200, 800, 3_000]
+    assert not any(r[2] for r in ranking.rounds)
+    assert ranking.best == 4

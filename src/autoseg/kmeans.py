@@ -51,6 +51,8 @@ DIRECT_COST_MARGIN = 0.005
 DEFAULT_PATIENCE = 100
 # Hard cap on trials per fit, whatever k (bounded cost).
 DEFAULT_MAX_TRIALS = 2000
+# Candidates whose direct cost is computed together (one GEMM); see fit_optimum.
+SWAP_BATCH = 16
 # A swap must lower the inertia by more than this fraction to count (float32 noise).
 MIN_RELATIVE_GAIN = 1e-6
 
@@ -128,30 +130,29 @@ def fit_optimum(
     inertia = float(d1.sum())
     swaps = trials = failures = 0
     while trials < max_trials and failures < patience:
-        trials += 1
-        candidate = _draw_d2(d1, rng, xp)
-        diff = x - x[candidate]
-        d_new = (diff * diff).sum(axis=1)
-        keep = xp.minimum(d_new, d1)
-        # Removing centroid j moves its own points to min(new, second nearest) instead.
-        extra = xp.bincount(nearest, weights=xp.minimum(d_new, d2) - keep, minlength=k)
-        removed = int(extra.argmin())
-        direct = float(keep.sum() + extra[removed])
-        if direct > inertia * (1.0 + DIRECT_COST_MARGIN):
-            # Not even close before Lloyd: reject without the (k times dearer) Lloyd steps.
-            failures += 1
-            continue
-        trial = c.copy()
-        trial[removed] = x[candidate]
-        for _ in range(LOCAL_LLOYD_STEPS):
-            trial = _lloyd_step(x, trial, xp)
-        t1, t2, t_nearest = _two_nearest(x, x_norms, trial, xp)
-        trial_inertia = float(t1.sum())
-        if trial_inertia < inertia * (1.0 - MIN_RELATIVE_GAIN):
-            c, d1, d2, nearest, inertia = trial, t1, t2, t_nearest, trial_inertia
-            swaps += 1
-            failures = 0
-        else:
+        # The direct costs of a batch of drawn candidates cost about what one did alone (one
+        # GEMM); most trials fail, and a kept swap discards the rest of its batch (drawn from
+        # the old distances).
+        batch = min(SWAP_BATCH, max_trials - trials, patience - failures)
+        candidates = _draw_d2(d1, batch, rng, xp)
+        direct, removed = _direct_costs(x, x_norms, candidates, d1, d2, nearest, k, xp)
+        for b in range(batch):
+            trials += 1
+            if direct[b] > inertia * (1.0 + DIRECT_COST_MARGIN):
+                # Not even close before Lloyd: reject without the (k times dearer) Lloyd steps.
+                failures += 1
+                continue
+            trial = c.copy()
+            trial[int(removed[b])] = x[int(candidates[b])]
+            for _ in range(LOCAL_LLOYD_STEPS):
+                trial = _lloyd_step(x, trial, xp)
+            t1, t2, t_nearest = _two_nearest(x, x_norms, trial, xp)
+            trial_inertia = float(t1.sum())
+            if trial_inertia < inertia * (1.0 - MIN_RELATIVE_GAIN):
+                c, d1, d2, nearest, inertia = trial, t1, t2, t_nearest, trial_inertia
+                swaps += 1
+                failures = 0
+                break
             failures += 1
     if swaps == 0:
         return KMeansFit(centroids, restart_inertia, restart_inertia, 0, trials)
@@ -187,16 +188,41 @@ def _lloyd_step(x: Any, c: Any, xp: Any) -> Any:
     return updated
 
 
-def _draw_d2(d1: Any, rng: np.random.Generator, xp: Any) -> int:
-    """A row index drawn with probability proportional to ``d1`` (k-means++ weighting)."""
+def _direct_costs(x: Any, x_norms: Any, candidates: np.ndarray, d1: Any, d2: Any,
+                  nearest: Any, k: int, xp: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Inertia right after each candidate point replaces its cheapest centroid, and that
+    centroid, for a batch of candidates (host arrays).
+
+    Each point then goes to the candidate, to its nearest centroid, or, when its own centroid
+    is the one removed, to the second nearest.
+    """
+    index = xp.asarray(candidates)
+    points = x[index]
+    d_new = x_norms[:, None] - 2.0 * (x @ points.T) + x_norms[index][None, :]
+    d_new = xp.maximum(d_new, 0.0).astype(xp.float64)
+    keep = xp.minimum(d_new, d1[:, None])
+    # Removing centroid j costs its own points min(new, second nearest) instead: per-cluster
+    # sums of that change for every candidate at once, as a (k, batch) product.
+    change = xp.minimum(d_new, d2[:, None]) - keep
+    one_hot = xp.zeros((int(x.shape[0]), k), dtype=xp.float64)
+    one_hot[xp.arange(int(x.shape[0])), nearest] = 1.0
+    extra = one_hot.T @ change
+    removed = extra.argmin(axis=0)
+    direct = keep.sum(axis=0) + extra[removed, xp.arange(len(candidates))]
+    return _host(direct), _host(removed)
+
+
+def _draw_d2(d1: Any, count: int, rng: np.random.Generator, xp: Any) -> np.ndarray:
+    """``count`` row indices drawn with probability proportional to ``d1`` (k-means++
+    weighting), with replacement."""
     cumulative = xp.cumsum(d1)
     total = float(cumulative[-1])
+    n = int(d1.shape[0])
     if not total > 0:
-        return int(rng.integers(d1.shape[0]))
-    # The value as a one-element array: CuPy's searchsorted takes arrays only.
-    value = xp.asarray([rng.random() * total], dtype=cumulative.dtype)
-    index = int(xp.searchsorted(cumulative, value, side="right")[0])
-    return min(index, int(d1.shape[0]) - 1)
+        return rng.integers(n, size=count)
+    values = xp.asarray(rng.random(count) * total, dtype=cumulative.dtype)
+    index = _host(xp.searchsorted(cumulative, values, side="right"))
+    return np.minimum(index, n - 1)
 
 
 def _host(array: Any) -> np.ndarray:

@@ -17,15 +17,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from autoseg.kmeans import fit_optimum
-from autoseg.silhouette import silhouette_scores
+from autoseg.silhouette import rank_silhouettes
 
 if TYPE_CHECKING:
     from autoseg.backend import Backend, KMeansModel
 
 log = logging.getLogger(__name__)
-
-# Scores closer than this count as equal, and the smaller k wins the tie.
-TIE_TOLERANCE = 1e-9
 
 
 @dataclass
@@ -177,7 +174,8 @@ def search_k(
     seed
         Seed for k-means and the silhouette sample.
     exact_max_rows, sample_size, population_rows
-        Silhouette settings, see :func:`autoseg.silhouette.silhouette_scores`;
+        Silhouette settings, see :func:`autoseg.silhouette.rank_silhouettes` (the k is decided
+        on sampled points where they separate the leader, exactly where they do not);
         ``population_rows`` when ``x`` is a sample of a larger table.
     min_cluster_size
         A k whose smallest cluster has fewer rows of ``x`` is scored but rejected.
@@ -226,17 +224,6 @@ def search_k(
                  sizes.tolist())
     if not fits:
         raise _no_valid_k(candidates)
-    scores = silhouette_scores(
-        x, {k: fit[1] for k, fit in fits.items()}, exact_max_rows=exact_max_rows,
-        sample_size=sample_size, seed=seed, population_rows=population_rows, xp=xp,
-    )
-    for k, score in scores.items():
-        candidates[k].silhouette = score.score
-        candidates[k].silhouette_stderr = score.stderr
-        log.info(
-            "k=%d silhouette %.4f (+-%.4f)%s", k, score.score, score.stderr,
-            "" if score.exact else f" from {score.n_points} sampled points",
-        )
     for k, (_, labels, _, _) in fits.items():
         smallest = int(np.bincount(labels).min())
         if smallest < min_cluster_size:
@@ -244,7 +231,7 @@ def search_k(
                 f"smallest cluster has {smallest} rows, under the minimum {min_cluster_size}"
             )
             log.info("k=%d rejected: %s", k, candidates[k].rejected)
-    allowed = {k: sc for k, sc in scores.items() if candidates[k].rejected is None}
+    allowed = {k for k in fits if candidates[k].rejected is None}
     if not allowed:
         from autoseg.errors import InputDataError
 
@@ -252,12 +239,26 @@ def search_k(
             f"every k tried has a cluster smaller than --min-cluster-size ({min_cluster_size} "
             "rows of the searched data): lower --min-cluster-size or --min-clusters"
         )
-    best_k = min(allowed, key=lambda k: (-round(allowed[k].score / TIE_TOLERANCE), k))
+    ranking = rank_silhouettes(
+        x, {k: fit[1] for k, fit in fits.items()}, eligible=allowed,
+        exact_max_rows=exact_max_rows, sample_size=sample_size, seed=seed,
+        population_rows=population_rows, xp=xp,
+    )
+    scores = ranking.scores
+    for k, score in scores.items():
+        candidates[k].silhouette = score.score
+        candidates[k].silhouette_stderr = score.stderr
+        log.info(
+            "k=%d silhouette %.4f (+-%.4f)%s", k, score.score, score.stderr,
+            "" if score.exact else f" from {score.n_points} sampled points",
+        )
+    log.info("silhouette rounds (points, k compared, exact): %s", list(ranking.rounds))
+    best_k = ranking.best
     if len(k_values) == 1:
         reason = f"k={best_k} fixed by num_clusters"
     else:
         runner_up = sorted(
-            (s.score for k, s in allowed.items() if k != best_k), reverse=True
+            (s.score for k, s in scores.items() if k != best_k and k in allowed), reverse=True
         )
         reason = f"highest mean silhouette {scores[best_k].score:.4f}"
         if runner_up:

@@ -25,6 +25,14 @@ import numpy as np
 
 BLOCK_ELEMENTS = 8_000_000  # distance block size (32 MB of float32)
 MIN_POINTS_PER_CLUSTER = 30
+# Scores closer than this count as equal, and the smaller k wins the tie.
+TIE_TOLERANCE = 1e-9
+# The k search's sequential decision (rank_silhouettes): points of its first round, growth per
+# round, and the standard errors of a paired difference that put a candidate out. With z = 3 a
+# candidate that is truly the best is put out with probability under 0.14% per comparison.
+FIRST_ROUND_POINTS = 2_000
+ROUND_GROWTH = 4
+DECISION_Z = 3.0
 
 
 @dataclass(frozen=True)
@@ -74,80 +82,219 @@ def silhouette_scores(
     dict
         ``SilhouetteScore`` per key of ``labelings``.
     """
-    x = xp.asarray(x, dtype=xp.float32)
-    n = int(x.shape[0])
+    scoring = _PointScores(x, labelings, seed, xp)
+    points = None if scoring.n <= exact_max_rows else sample_size
+    return scoring.score(list(labelings), points, population_rows)
+
+
+@dataclass(frozen=True)
+class SilhouetteRanking:
+    """The silhouettes of a k search and the best labelling, decided on as few points as can.
+
+    Attributes
+    ----------
+    scores
+        The last score of every labelling (exact for those still in contention at an exact
+        final round, sampled estimates for the others).
+    best
+        The key with the highest silhouette (ties: the smaller key).
+    rounds
+        Per round: uniformly drawn points so far, keys scored, whether the round was exact.
+    """
+
+    scores: dict[int, SilhouetteScore]
+    best: int
+    rounds: tuple[tuple[int, tuple[int, ...], bool], ...]
+
+
+def best_key(scores: dict[int, float]) -> int:
+    """The key of the highest score; scores within ``TIE_TOLERANCE`` tie and the smaller wins."""
+    return min(scores, key=lambda k: (-round(scores[k] / TIE_TOLERANCE), k))
+
+
+def rank_silhouettes(
+    x: Any,
+    labelings: dict[int, Any],
+    *,
+    eligible: set[int] | None = None,
+    exact_max_rows: int = 50_000,
+    sample_size: int = 20_000,
+    seed: int = 0,
+    population_rows: int | None = None,
+    xp: Any = np,
+    first_points: int = FIRST_ROUND_POINTS,
+    z: float = DECISION_Z,
+) -> SilhouetteRanking:
+    """The labelling with the highest mean silhouette, scoring only as many points as it takes.
+
+    An exact silhouette costs ``n^2`` distances, but the k search needs only the winner. The
+    first round scores ``first_points`` uniformly drawn points (each against all ``n`` rows)
+    for every labelling. Every labelling whose mean silhouette is below the leader's by more
+    than ``z`` standard errors *of the paired difference* (the same points score both, so the
+    difference is far less noisy than either mean) is out; the rest go on to a round that
+    adds points, ``ROUND_GROWTH`` times as many in all (at most ``sample_size``), and, while
+    ``n <= exact_max_rows``, finally to an exact round that scores the remaining points. The
+    rounds are nested (a point is scored once), so a clear winner costs a few percent of one
+    exact pass and a near tie at most one exact pass over the contenders. Beyond
+    ``exact_max_rows`` the last round's ``sample_size`` points decide, as the estimates of
+    :func:`silhouette_scores` would.
+
+    Parameters
+    ----------
+    x, labelings, exact_max_rows, sample_size, seed, population_rows, xp
+        As in :func:`silhouette_scores`.
+    eligible
+        Keys that may win (all when ``None``); the others are scored in the first round only.
+    first_points
+        Uniformly drawn points of the first round.
+    z
+        Standard errors of the paired difference that put a labelling out.
+
+    Returns
+    -------
+    SilhouetteRanking
+        The scores, the best key and the rounds.
+    """
+    scoring = _PointScores(x, labelings, seed, xp)
+    contenders = [k for k in labelings if eligible is None or k in eligible]
+    if not contenders:
+        raise ValueError("rank_silhouettes needs at least one eligible labelling")
+    schedule = _round_points(scoring.n, exact_max_rows, sample_size, first_points)
+    scores: dict[int, SilhouetteScore] = {}
+    rounds: list[tuple[int, tuple[int, ...], bool]] = []
     keys = list(labelings)
-    labels = {key: xp.asarray(labelings[key]).astype(xp.int64) for key in keys}
-    n_clusters = {key: int(labels[key].max()) + 1 for key in keys}
-    offsets: dict[int, int] = {}
-    total = 0
-    for key in keys:
-        offsets[key] = total
-        total += n_clusters[key]
+    for number, points in enumerate(schedule):
+        scores.update(scoring.score(keys, points, population_rows))
+        rounds.append((int(scoring.uniform.sum()), tuple(keys), points is None))
+        leader = best_key({k: scores[k].score for k in contenders})
+        if number == len(schedule) - 1 or len(contenders) == 1:
+            break
+        close = [k for k in contenders
+                 if k != leader and not scoring.separated(leader, k, z)]
+        if not close:
+            break
+        contenders = keys = [leader, *close]
+    return SilhouetteRanking(scores=scores, best=leader, rounds=tuple(rounds))
 
-    exact = n <= exact_max_rows
-    host_labels = {key: _to_host(labels[key]) for key in keys}
-    if exact:
-        points = np.arange(n)
-        members = {key: np.ones(n, dtype=bool) for key in keys}
-    else:
-        points, members = _sample_points(host_labels, n, sample_size, seed)
 
-    sums = _cluster_distance_sums(x, labels, n_clusters, offsets, total, points, xp)
+def _round_points(n: int, exact_max_rows: int, sample_size: int,
+                  first_points: int) -> list[int | None]:
+    """Uniformly drawn points per round, growing by ``ROUND_GROWTH`` up to ``sample_size``;
+    while ``n <= exact_max_rows`` the last round is ``None`` (every point, exact)."""
+    schedule: list[int | None] = []
+    points = min(first_points, sample_size)
+    if n > exact_max_rows:
+        while points < sample_size:
+            schedule.append(points)
+            points = min(points * ROUND_GROWTH, sample_size)
+        return [*schedule, sample_size]
+    # a sampled round that scores most of the rows anyway is not worth its bookkeeping
+    while points * 2 <= n:
+        schedule.append(points)
+        if points >= sample_size:
+            break
+        points = min(points * ROUND_GROWTH, sample_size)
+    return [*schedule, None]
 
-    results: dict[int, SilhouetteScore] = {}
-    for key in keys:
-        k = n_clusters[key]
-        block = sums[:, offsets[key] : offsets[key] + k]
-        own = host_labels[key][points]
-        sizes = np.bincount(host_labels[key], minlength=k).astype(np.float64)
-        s = _point_silhouettes(block, own, sizes)
-        mask = members[key]
-        results[key] = _combine(s[mask], own[mask], sizes, n, exact, population_rows)
-    return results
+
+class _PointScores:
+    """Per-point silhouettes of every labelling, scored in nested rounds (each point once).
+
+    The uniformly drawn points of every round are a prefix of one random order of the rows,
+    so a later round extends the earlier ones; each labelling also gets extra points in its
+    thinly sampled clusters (``MIN_POINTS_PER_CLUSTER``), drawn uniformly within the cluster.
+    A point is scored for every labelling still compared when it is first drawn; labellings
+    only ever drop out, so every later round finds its points' scores already there.
+    """
+
+    def __init__(self, x: Any, labelings: dict[int, Any], seed: int, xp: Any) -> None:
+        self.xp = xp
+        self.x = xp.asarray(x, dtype=xp.float32)
+        self.n = int(self.x.shape[0])
+        self.labels = {key: xp.asarray(lab).astype(xp.int64) for key, lab in labelings.items()}
+        self.host_labels = {key: _to_host(lab) for key, lab in self.labels.items()}
+        self.n_clusters = {key: int(lab.max()) + 1 for key, lab in self.host_labels.items()}
+        self.sizes = {key: np.bincount(lab, minlength=self.n_clusters[key]).astype(np.float64)
+                      for key, lab in self.host_labels.items()}
+        self.rng = np.random.default_rng(seed)
+        self.order: np.ndarray | None = None  # drawn on the first sampled round
+        self.uniform = np.zeros(self.n, dtype=bool)
+        self.members = {key: np.zeros(self.n, dtype=bool) for key in labelings}
+        self.scored = np.zeros(self.n, dtype=bool)
+        self.values = {key: np.zeros(self.n, dtype=np.float64) for key in labelings}
+
+    def score(self, keys: list[int], points: int | None,
+              population_rows: int | None) -> dict[int, SilhouetteScore]:
+        """Scores of ``keys`` from the first ``points`` of the random order (and each key's
+        extra points); ``None``: every point, exact."""
+        exact = points is None
+        if exact:
+            self.uniform[:] = True
+        else:
+            if self.order is None:
+                self.order = self.rng.permutation(self.n)
+            self.uniform[self.order[: min(points, self.n)]] = True
+        for key in keys:
+            self.members[key] |= self.uniform
+            if not exact:
+                self._add_extras(key)
+        wanted = np.zeros(self.n, dtype=bool)
+        for key in keys:
+            wanted |= self.members[key]
+        new = np.flatnonzero(wanted & ~self.scored)
+        if new.size:
+            self._score_points(keys, new)
+        results: dict[int, SilhouetteScore] = {}
+        for key in keys:
+            mask = self.members[key]
+            results[key] = _combine(self.values[key][mask], self.host_labels[key][mask],
+                                    self.sizes[key], self.n, exact, population_rows)
+        return results
+
+    def separated(self, leader: int, other: int, z: float) -> bool:
+        """Whether ``leader``'s mean silhouette is above ``other``'s by more than ``z``
+        standard errors of their paired difference on the uniformly drawn points."""
+        difference = self.values[leader][self.uniform] - self.values[other][self.uniform]
+        m = difference.size
+        if m < 2:
+            return False
+        stderr = difference.std(ddof=1) / np.sqrt(m) * np.sqrt(max(0.0, 1.0 - m / self.n))
+        mean = float(difference.mean())
+        return mean > TIE_TOLERANCE and mean > z * stderr
+
+    def _add_extras(self, key: int) -> None:
+        labels, members = self.host_labels[key], self.members[key]
+        for c in range(self.n_clusters[key]):
+            cluster_rows = np.flatnonzero(labels == c)
+            have = int(members[cluster_rows].sum())
+            want = min(MIN_POINTS_PER_CLUSTER, cluster_rows.size)
+            if have < want:
+                candidates = cluster_rows[~members[cluster_rows]]
+                members[self.rng.choice(candidates, size=want - have, replace=False)] = True
+
+    def _score_points(self, keys: list[int], points: np.ndarray) -> None:
+        offsets: dict[int, int] = {}
+        total = 0
+        for key in keys:
+            offsets[key] = total
+            total += self.n_clusters[key]
+        sums = _cluster_distance_sums(self.x, {key: self.labels[key] for key in keys},
+                                      offsets, total, points, self.xp)
+        for key in keys:
+            k = self.n_clusters[key]
+            own = self.host_labels[key][points]
+            self.values[key][points] = _point_silhouettes(
+                sums[:, offsets[key] : offsets[key] + k], own, self.sizes[key])
+        self.scored[points] = True
 
 
 def _to_host(array: Any) -> np.ndarray:
     return array.get() if hasattr(array, "get") else np.asarray(array)
 
 
-def _sample_points(
-    labels: dict[int, np.ndarray], n: int, sample_size: int, seed: int
-) -> tuple[np.ndarray, dict[int, np.ndarray]]:
-    """A uniform sample plus, per labelling, extra points for thinly sampled clusters.
-
-    Returns the sorted union of points and, per key, a mask over it of the points that belong
-    to that key's sample (the uniform sample and that key's own extras), so each key's sample is
-    a simple random sample within each of its clusters.
-    """
-    rng = np.random.default_rng(seed)
-    base = rng.choice(n, size=min(sample_size, n), replace=False)
-    in_base = np.zeros(n, dtype=bool)
-    in_base[base] = True
-    extras: dict[int, np.ndarray] = {}
-    for key, lab in labels.items():
-        added: list[np.ndarray] = []
-        for c in range(int(lab.max()) + 1):
-            cluster_rows = np.flatnonzero(lab == c)
-            have = int(in_base[cluster_rows].sum())
-            want = min(MIN_POINTS_PER_CLUSTER, cluster_rows.size)
-            if have < want:
-                candidates = cluster_rows[~in_base[cluster_rows]]
-                added.append(rng.choice(candidates, size=want - have, replace=False))
-        extras[key] = np.concatenate(added) if added else np.empty(0, dtype=np.int64)
-    points = np.unique(np.concatenate([base, *extras.values()]))
-    members: dict[int, np.ndarray] = {}
-    for key in labels:
-        chosen = in_base.copy()
-        chosen[extras[key]] = True
-        members[key] = chosen[points]
-    return points, members
-
-
 def _cluster_distance_sums(
     x: Any,
     labels: dict[int, Any],
-    n_clusters: dict[int, int],
     offsets: dict[int, int],
     total: int,
     points: np.ndarray,
