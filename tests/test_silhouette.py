@@ -184,6 +184,6 @@ def test_beyond_exact_max_rows_the_last_sample_decides() -> None:
     x, labelings = _blobs_labelings(12_000, 3)
     ranking = rank_silhouettes(x, labelings, exact_max_rows=5_000, sample_size=3_000,
                                first_points=200, z=50.0)  # nothing separates at z = 50
-    assert [r[0] for r in ranking.rounds] == [200, 800, 3_000]
+    assert [r[0] for r in ranking.rounds] == [200, 400, 800, 1_600, 3_000]
     assert not any(r[2] for r in ranking.rounds)
     assert ranking.best == 4

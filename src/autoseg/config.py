@@ -117,17 +117,20 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("seed", "int", 0, "Random seed for sampling and k-means.", minimum=0),
     Parameter("device", "choice", "auto",
               "`auto` (GPU when usable, else CPU), `cpu` or `gpu`.", choices=DEVICES),
-    Parameter("kmeans_restarts", "int", 10,
+    Parameter("kmeans_restarts", "int", 3,
               "k-means++ starts per k; the best is refined by centroid swaps.", minimum=1),
     Parameter("search_sample_size", "int", 20_000,
               "Rows the k search runs on when the table has more than "
               "--silhouette-exact-max-rows; the chosen k is then fitted on all rows, "
               "warm-started from the sample's centroids.", minimum=100),
     Parameter("silhouette_exact_max_rows", "int", 50_000,
-              "Compute the silhouette exactly up to this many rows; beyond, estimate it.",
+              "Up to this many searched rows, the k that sampled silhouettes cannot separate "
+              "are scored exactly; beyond, the estimate decides.",
               minimum=2),
     Parameter("silhouette_sample_size", "int", 20_000,
-              "Rows whose silhouette is computed (against all rows) when estimating it.",
+              "Most rows whose silhouette is computed (against all rows) when estimating it; "
+              "the k search starts with 2,000 and adds rows only while the leading k are too "
+              "close to call.",
               minimum=100),
     Parameter("log_format", "choice", "text", "`text` or `json` log lines.", choices=LOG_FORMATS),
     Parameter("dask", "choice", None,
