@@ -117,7 +117,7 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("seed", "int", 0, "Random seed for sampling and k-means.", minimum=0),
     Parameter("device", "choice", "auto",
               "`auto` (GPU when usable, else CPU), `cpu` or `gpu`.", choices=DEVICES),
-    Parameter("kmeans_restarts", "int", 3,
+    Parameter("kmeans_restarts", "int", 5,
               "k-means++ starts per k; the best is refined by centroid swaps.", minimum=1),
     Parameter("search_sample_size", "int", 20_000,
               "Rows the k search runs on when the table has more than "
