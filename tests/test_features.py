@@ -219,3 +219,111 @@ def test_zero_inflated_column_is_weighted_like_a_flag() -> None:
     assert np.all(matrix[gains == 0, column] == 0)
     # the typical non-zero row is CATEGORY_DISTANCE from the zeros, as in a two-valued column
     assert np.median(np.abs(others)) == pytest.approx(CATEGORY_DISTANCE, rel=1e-6)
+
+
+# --------------------------------------------------------------------------- cuDF's shared API
+
+
+class _SharedSeries:
+    """A pandas Series behind only the calls cuDF shares with pandas (docs/gpu.md lists them):
+    any other call in the preparation would fail here, as it would on a cuDF column."""
+
+    host_conversions: list[str] = []
+
+    def __init__(self, series: pd.Series) -> None:
+        self._series = series
+
+    dtype = property(lambda self: self._series.dtype)
+    values = property(lambda self: self._series.values)
+
+    def astype(self, dtype: str) -> _SharedSeries:
+        return _SharedSeries(self._series.astype(dtype))
+
+    def isna(self) -> _SharedSeries:
+        return _SharedSeries(self._series.isna())
+
+    def fillna(self, value: object) -> _SharedSeries:
+        return _SharedSeries(self._series.fillna(value))
+
+    def isin(self, values: list[str]) -> _SharedSeries:
+        return _SharedSeries(self._series.isin(values))
+
+    def sum(self) -> object:
+        return self._series.sum()
+
+    def to_pandas(self) -> pd.Series:
+        type(self).host_conversions.append(str(self._series.name))
+        return self._series
+
+    def __eq__(self, other: object) -> _SharedSeries:  # type: ignore[override]
+        return _SharedSeries(self._series == other)
+
+    def __and__(self, other: _SharedSeries) -> _SharedSeries:
+        return _SharedSeries(self._series & other._series)
+
+    def __or__(self, other: _SharedSeries) -> _SharedSeries:
+        return _SharedSeries(self._series | other._series)
+
+    def __invert__(self) -> _SharedSeries:
+        return _SharedSeries(~self._series)
+
+
+class _SharedFrame:
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self._frame = frame
+        self.columns = frame.columns
+
+    def __getitem__(self, column: str) -> _SharedSeries:
+        return _SharedSeries(self._frame[column])
+
+    def __len__(self) -> int:
+        return len(self._frame)
+
+
+def _mixed_frame(n: int = 3000, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame({
+        "spend": rng.lognormal(3, 1, n),
+        "visits": pd.array(rng.integers(0, 40, n), dtype="Int64"),
+        "member": rng.random(n) < 0.3,
+        "opted_in": pd.array(np.where(rng.random(n) < 0.1, None, rng.random(n) < 0.5),
+                             dtype="boolean"),
+        "signup": pd.to_datetime("2024-01-01") + pd.to_timedelta(rng.integers(0, 900, n),
+                                                                 unit="D"),
+        "channel": rng.choice(["app", "web", "store", "fax", None], n,
+                              p=[0.4, 0.3, 0.2, 0.005, 0.095]),
+        "tier": pd.Categorical(rng.choice(["gold", "silver", "bronze"], n)),
+        "region": pd.Series(rng.choice(["north", "south", None], n), dtype="string"),
+    })
+    frame.loc[rng.random(n) < 0.05, "spend"] = np.nan
+    frame.loc[rng.random(n) < 0.02, "spend"] = np.inf
+    frame["visits"] = frame["visits"].mask(rng.random(n) < 0.04)
+    return frame
+
+
+def test_the_preparation_uses_only_the_api_cudf_shares_and_gives_the_same_matrix() -> None:
+    frame = _mixed_frame()
+    spec = fit_features(frame)
+    expected, expected_imputed = spec.transform(frame)
+    _SharedSeries.host_conversions = []
+    matrix, imputed = spec.transform(_SharedFrame(frame), np)
+    assert np.array_equal(matrix, expected) and matrix.dtype == np.float32
+    assert imputed == expected_imputed and imputed["spend"] > 0 and imputed["channel"] > 0
+    # only the date goes through pandas' parsing on the host; numbers, flags and categories
+    # are prepared where the frame lives
+    assert _SharedSeries.host_conversions == ["signup"]
+
+
+def test_levels_fold_to_other_and_missing_as_at_fit_time() -> None:
+    frame = _mixed_frame()
+    spec = fit_features(frame)
+    channel = next(c for c in spec.categorical if c.column == "channel")
+    assert "other" in channel.levels and "missing" in channel.levels  # "fax" is folded
+    new_rows = pd.DataFrame({c: frame[c].iloc[:4] for c in frame.columns})
+    new_rows["channel"] = ["fax", None, "app", "never seen"]
+    matrix, _ = spec.transform(_SharedFrame(new_rows), np)
+    start = spec.matrix_columns.index("channel=" + channel.levels[0])
+    hot = matrix[:, start : start + len(channel.levels)] > 0
+    assert [channel.levels[int(i)] for i in hot.argmax(axis=1)] == [
+        "other", "missing", "app", "other"]
+    assert (hot.sum(axis=1) == 1).all()

@@ -332,3 +332,23 @@ def test_the_backend_never_imports_rapids_at_import_time() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
     assert backend_module.GPU_PACKAGES == ("cupy", "cudf", "cuml")
+
+
+# The frame calls of the feature preparation (features._column_values and _level_indicators,
+# listed in docs/gpu.md): each must exist on the real cudf.Series and take these arguments.
+PREPARATION_FRAME_CALLS = [
+    ("astype", ("float64",)), ("astype", ("str",)), ("fillna", (0.0,)), ("fillna", (False,)),
+    ("isin", (["app", "web"],)), ("isna", ()), ("sum", ()), ("to_pandas", ()),
+    ("__eq__", ("app",)), ("__and__", (None,)), ("__or__", (None,)), ("__invert__", ()),
+]
+
+
+def test_every_frame_call_of_the_preparation_binds_to_the_real_cudf_series() -> None:
+    for name, args in PREPARATION_FRAME_CALLS:
+        inspect.signature(getattr(cudf.Series, name)).bind(None, *args)
+    assert isinstance(inspect.getattr_static(cudf.Series, "values"), property)
+    # a device array: "cp.ndarray" (CuPy), from cp.asarray for numbers and flags without nulls
+    # (which is what the preparation hands it: isna() and fillna() results)
+    assert str(inspect.signature(cudf.Series.values.fget).return_annotation) == "cp.ndarray"
+    assert "cp.asarray(col)" in inspect.getsource(cudf.Series.values.fget)
+    inspect.signature(cudf.DataFrame.from_arrow).bind(None)

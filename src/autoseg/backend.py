@@ -428,6 +428,12 @@ class Backend:
         """Whether k-means and PCA run on cuML (a GPU backend with RAPIDS)."""
         return self.estimators == "cuml"
 
+    @property
+    def frames_on_device(self) -> bool:
+        """Whether input frames live on the GPU (cuDF, with RAPIDS): the feature preparation
+        then builds the matrix there (:meth:`frame_from_arrow`)."""
+        return self.uses_cuml
+
     # --- arrays
 
     def to_device(self, array: Any, dtype: Any = None) -> Any:
@@ -544,7 +550,7 @@ class Backend:
 
     def frame_from_arrow(self, table: Any) -> Any:
         """A pandas frame (CPU, CuPy-only GPU) or a cuDF frame (GPU with RAPIDS) of ``table``."""
-        if self.uses_cuml:
+        if self.frames_on_device:
             cudf = importlib.import_module("cudf")
             return cudf.DataFrame.from_arrow(table)
         return table.to_pandas()

@@ -167,39 +167,95 @@ class FeatureSpec:
             out[cat.column] = _fold_levels(frame[cat.column], cat.levels)
         return pd.DataFrame(out, index=frame.index)
 
-    def transform(self, frame: pd.DataFrame) -> tuple[np.ndarray, dict[str, int]]:
-        """Prepared float32 matrix for k-means, and counts of values imputed per column."""
+    def transform(self, frame: Any, xp: Any = np) -> tuple[Any, dict[str, int]]:
+        """Prepared float32 matrix for k-means, and counts of values imputed per column.
+
+        ``frame`` is a pandas or a cuDF frame and ``xp`` the array namespace of the result
+        (NumPy, or CuPy for a cuDF frame): on a GPU host the matrix is built on the device from
+        the device frame, with no round trip through host memory. Both run these same lines:
+        every frame operation here is one pandas and cuDF share (``astype``, ``isna``,
+        ``fillna``, ``isin``, ``==``, ``values``, ``sum``; see docs/gpu.md). Columns that
+        need pandas' parsing (dates, durations, decimals and numbers stored as text) are
+        converted on the host, one column at a time (:func:`_column_values`).
+        """
         self.check_columns(frame)
         n = len(frame)
         width = len(self.matrix_columns)
-        matrix = np.zeros((n, width), dtype=np.float32)
+        matrix = xp.zeros((n, width), dtype=xp.float32)
         imputed: dict[str, int] = {}
         col = 0
         for feat in self.numeric:
-            values = _numeric_values(frame[feat.column], feat.kind, feat.column)
-            missing = np.isnan(values)
-            if missing.any():
-                imputed[feat.column] = int(missing.sum())
-                values = np.where(missing, feat.fill, values)
+            raw, missing = _column_values(frame[feat.column], feat.kind, feat.column, xp)
+            count = int(missing.sum())
+            if count:
+                imputed[feat.column] = count
+            values = xp.where(missing, feat.fill, raw)
             if feat.kind == "binary":
                 matrix[:, col] = (values == feat.high) * CATEGORY_DISTANCE
             else:
                 if feat.log:
-                    values = np.sign(values) * np.log1p(np.abs(values))
+                    values = xp.sign(values) * xp.log1p(xp.abs(values))
                 scaled = (values - feat.center) / feat.scale
-                matrix[:, col] = np.clip(scaled, -CLIP, CLIP)
+                matrix[:, col] = xp.clip(scaled, -CLIP, CLIP)
             col += 1
         for cat in self.categorical:
-            folded = _fold_levels(frame[cat.column], cat.levels)
-            codes = folded.cat.codes.to_numpy()
-            present = codes >= 0
-            rows = np.nonzero(present)[0]
-            matrix[rows, col + codes[present]] = _ONE_HOT_VALUE
+            for offset, hit in enumerate(_level_indicators(frame[cat.column], cat.levels, xp)):
+                matrix[:, col + offset] = hit * _ONE_HOT_VALUE
             missing_count = int(frame[cat.column].isna().sum())
             if missing_count:
                 imputed[cat.column] = missing_count
             col += len(cat.levels)
         return matrix, imputed
+
+
+def _is_native_number(series: Any) -> bool:
+    """Whether a pandas or cuDF column holds plain numbers or booleans (no parsing needed)."""
+    dtype = series.dtype
+    if pd.api.types.is_datetime64_any_dtype(dtype) or pd.api.types.is_timedelta64_dtype(dtype):
+        return False
+    try:
+        return bool(pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype))
+    except TypeError:  # a dtype pandas does not know (e.g. a cuDF decimal)
+        return False
+
+
+def _column_values(series: Any, kind: str, column: str, xp: Any) -> tuple[Any, Any]:
+    """Float64 values of a numeric/date/boolean column and its mask of missing values
+    (missing, NaN and ``inf``), both arrays of ``xp``; missing values are 0 in the first.
+
+    Plain numbers and booleans stay where the frame is (pandas and cuDF share every call
+    here; cuDF's nulls and NaN are both caught). Dates, durations and numbers stored as text
+    or decimals go through :func:`_numeric_values` on the host: it needs pandas' parsing
+    (``to_datetime``/``to_timedelta`` with ``errors="coerce"``, time zones, ``Decimal``).
+    """
+    if kind != "date" and _is_native_number(series):
+        nulls = xp.asarray(series.isna().values)
+        raw = xp.asarray(series.astype("float64").fillna(0.0).values, dtype=xp.float64)
+        missing = nulls | ~xp.isfinite(raw)
+        return xp.where(missing, 0.0, raw), missing
+    host = series.to_pandas() if hasattr(series, "to_pandas") else series
+    values = xp.asarray(_numeric_values(host, kind, column))
+    missing = xp.isnan(values)
+    return xp.where(missing, 0.0, values), missing
+
+
+def _level_indicators(series: Any, levels: list[str], xp: Any) -> list[Any]:
+    """One 0/1 float32 array of ``xp`` per kept level: the rows :func:`_fold_levels` maps
+    to it (values outside the levels to ``other``, missing ones to ``missing``, when those
+    levels are kept), on pandas or cuDF alike."""
+    present = ~series.isna()
+    text = series.astype("str")
+    kept = text.isin(levels) & present
+    indicators = []
+    for level in levels:
+        # cuDF compares a null to null: fill it (pandas gives False already)
+        hit = (text == level).fillna(False) & present
+        if level == OTHER_LEVEL:
+            hit = hit | (present & ~kept)
+        if level == MISSING_LEVEL:
+            hit = hit | ~present
+        indicators.append(xp.asarray(hit.values).astype(xp.float32))
+    return indicators
 
 
 def _numeric_values(series: pd.Series, kind: str, column: str) -> np.ndarray:

@@ -113,14 +113,26 @@ class LocalEngine:
         return {str(c): int(n) for c, n in self.frame.isna().sum().items()}
 
     def prepare_all(self, spec: FeatureSpec, projection: Projection | None) -> tuple[
-            np.ndarray, dict[str, int]]:
-        """The float32 matrix of every row (projected when PCA was fitted)."""
+            Any, dict[str, int]]:
+        """The float32 matrix of every row (projected when PCA was fitted).
+
+        With cuDF (a GPU backend with RAPIDS) the input becomes a cuDF frame and the matrix is
+        built from it on the device, so the all-rows matrix never passes through host memory;
+        the refit and the assignment of every row then use it there.
+        """
+        if self.backend.frames_on_device:
+            assert self._source is not None, "read() first"
+            device_frame = self.backend.frame_from_arrow(self._source)
+            return prepare_matrix(device_frame, spec, projection, xp=self.backend.xp)
         return prepare_matrix(self.frame, spec, projection)
 
-    def prepared_rows(self, prepared: np.ndarray, rows: np.ndarray | None, spec: FeatureSpec,
+    def prepared_rows(self, prepared: Any, rows: np.ndarray | None, spec: FeatureSpec,
                       projection: Projection | None) -> np.ndarray:
-        """Rows of the matrix already prepared: no second pass over the table."""
-        return prepared if rows is None else prepared[rows]
+        """Rows of the matrix already prepared, as a host array: no second pass over the
+        table (from a device matrix, only these bounded rows are copied to the host)."""
+        if rows is None:
+            return self.backend.to_host(prepared)
+        return self.backend.to_host(prepared[self.backend.xp.asarray(rows)])
 
     def fit_all_rows(self, prepared: np.ndarray, centroids: np.ndarray) -> tuple[
             np.ndarray, dict[str, Any]]:

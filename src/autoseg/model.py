@@ -299,11 +299,13 @@ def data_fingerprint(frame: pd.DataFrame, max_rows: int = 10_000) -> dict[str, A
     }
 
 
-def prepare_matrix(frame: pd.DataFrame, spec: FeatureSpec,
-                   projection: Projection | None) -> tuple[np.ndarray, dict[str, int]]:
+def prepare_matrix(frame: Any, spec: FeatureSpec, projection: Projection | None,
+                   xp: Any = np) -> tuple[Any, dict[str, int]]:
     """The float32 matrix k-means sees for ``frame`` (prepared, projected when PCA was fitted)
-    and the values imputed per column: the one preparation both engines use."""
-    matrix, imputed = spec.transform(frame)
+    and the values imputed per column: the one preparation both engines use. ``frame`` is a
+    pandas frame with ``xp`` NumPy, or a cuDF frame with ``xp`` CuPy (the matrix is then
+    built on the GPU)."""
+    matrix, imputed = spec.transform(frame, xp)
     if projection is not None:
-        matrix = projection.transform(matrix)
+        matrix = projection.transform(matrix, xp=xp)
     return matrix, imputed

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -17,12 +18,15 @@ class Projection:
     components: np.ndarray  # (n_components, d)
     explained_variance_ratio: float
 
-    def transform(self, x: np.ndarray, chunk_rows: int = 262_144) -> np.ndarray:
-        """Project rows of ``x`` (float32 in, float32 out), in chunks to bound memory."""
-        out = np.empty((x.shape[0], self.components.shape[0]), dtype=np.float32)
+    def transform(self, x: Any, chunk_rows: int = 262_144, xp: Any = np) -> Any:
+        """Project rows of ``x`` (float32 in, float32 out), in chunks to bound memory; ``x``
+        and the result are arrays of ``xp`` (NumPy, or CuPy for a matrix on the GPU)."""
+        mean = xp.asarray(self.mean)
+        components_t = xp.asarray(self.components).T
+        out = xp.empty((x.shape[0], self.components.shape[0]), dtype=xp.float32)
         for start in range(0, x.shape[0], chunk_rows):
             block = x[start : start + chunk_rows]
-            out[start : start + chunk_rows] = (block - self.mean) @ self.components.T
+            out[start : start + chunk_rows] = (block - mean) @ components_t
         return out
 
 
