@@ -37,6 +37,8 @@ DEVICE_BLOCK_ELEMENTS = 8_000_000
 MIN_POINTS_PER_CLUSTER = 30
 # Fewer points than this per thread are scored on one thread (thread start-up would dominate).
 MIN_POINTS_PER_THREAD = 256
+# Fresh points every stratum gets in a refinement round (see _PointScores.refine).
+MIN_FRESH_PER_STRATUM = 10
 # Scores closer than this count as equal, and the smaller k wins the tie.
 TIE_TOLERANCE = 1e-9
 # The k search's sequential decision (rank_silhouettes): points of its first round, growth per
@@ -145,13 +147,21 @@ def rank_silhouettes(
     first round scores ``first_points`` uniformly drawn points (each against all ``n`` rows)
     for every labelling. Every labelling whose mean silhouette is below the leader's by more
     than ``z`` standard errors *of the paired difference* (the same points score both, so the
-    difference is far less noisy than either mean) is out; the rest go on to a round that
-    adds points, ``ROUND_GROWTH`` times as many in all (at most ``sample_size``), and, while
-    ``n <= exact_max_rows``, finally to an exact round that scores the remaining points. The
-    rounds are nested (a point is scored once), so a clear winner costs a few percent of one
-    exact pass and a near tie at most one exact pass over the contenders. Beyond
-    ``exact_max_rows`` the last round's ``sample_size`` points decide, as the estimates of
-    :func:`silhouette_scores` would.
+    difference is far less noisy than either mean) is out; the rest go on to a round with
+    ``ROUND_GROWTH`` times as many points in all (at most ``sample_size``), and, while
+    ``n <= exact_max_rows``, finally to an exact round that scores the remaining points.
+
+    While an exact round can settle the choice, the added points are drawn within the first
+    leader's clusters in proportion to cluster size times the spread of the leader-rival
+    difference there (Neyman allocation: two labellings that differ by one split differ only
+    in the clusters involved), and the estimates treat the points scored before as known and
+    the fresh ones as a random sample of each cluster's remaining rows, which keeps them
+    unbiased (at 50,000 x 30 rows, k = 5 vs 6 differing by 0.0011: settled at 4,000 points
+    where uniform rounds needed 16,000; over 300 seeds the standardised errors had mean 0.0
+    and standard deviation 1.0-1.06). Beyond ``exact_max_rows`` the rounds stay uniform and
+    the last round's ``sample_size`` points decide, as :func:`silhouette_scores` would.
+    The rounds are nested (a point is scored once), so a clear winner costs a few percent of
+    one exact pass and a near tie at most one exact pass over the contenders.
 
     Parameters
     ----------
@@ -177,16 +187,27 @@ def rank_silhouettes(
     scores: dict[int, SilhouetteScore] = {}
     rounds: list[tuple[int, tuple[int, ...], bool]] = []
     keys = list(labelings)
+    leader = rival = contenders[0]
     for number, points in enumerate(schedule):
-        scores.update(scoring.score(keys, points, population_rows))
-        rounds.append((int(scoring.uniform.sum()), tuple(keys), points is None))
+        if scoring.strata is None or points is None:
+            scores.update(scoring.score(keys, points, population_rows))
+        else:
+            scoring.refine(keys, points, leader, rival)
+            scores.update({k: scoring.stratified_score(k, scores[k]) for k in keys})
+        rounds.append((scoring.n if points is None else scoring.decision_points(),
+                       tuple(keys), points is None))
         leader = best_key({k: scores[k].score for k in contenders})
         if number == len(schedule) - 1 or len(contenders) == 1:
             break
-        close = [k for k in contenders
-                 if k != leader and not scoring.separated(leader, k, z)]
+        if number == 0 and schedule[-1] is None:
+            # Later rounds add points where the candidates differ (Neyman allocation over the
+            # leader's clusters); only while an exact round can still settle the choice.
+            scoring.stratify(leader)
+        gaps = {k: scoring.gap(leader, k) for k in contenders if k != leader}
+        close = [k for k in contenders if k != leader and not gaps[k] > z]
         if not close:
             break
+        rival = min(close, key=lambda k: gaps[k])
         contenders = keys = [leader, *close]
     return SilhouetteRanking(scores=scores, best=leader, rounds=tuple(rounds))
 
@@ -236,6 +257,11 @@ class _PointScores:
         self.members = {key: np.zeros(self.n, dtype=bool) for key in labelings}
         self.scored = np.zeros(self.n, dtype=bool)
         self.values = {key: np.zeros(self.n, dtype=np.float64) for key in labelings}
+        # the strata of the paired comparisons once stratify() was called
+        self.strata: np.ndarray | None = None
+        self.stratum_sizes = np.zeros(0)
+        self.decision = self.uniform
+        self.known = self.uniform
 
     def score(self, keys: list[int], points: int | None,
               population_rows: int | None) -> dict[int, SilhouetteScore]:
@@ -265,16 +291,95 @@ class _PointScores:
                                     self.sizes[key], self.n, exact, population_rows)
         return results
 
-    def separated(self, leader: int, other: int, z: float) -> bool:
-        """Whether ``leader``'s mean silhouette is above ``other``'s by more than ``z``
-        standard errors of their paired difference on the uniformly drawn points."""
-        difference = self.values[leader][self.uniform] - self.values[other][self.uniform]
-        m = difference.size
-        if m < 2:
-            return False
-        stderr = difference.std(ddof=1) / np.sqrt(m) * np.sqrt(max(0.0, 1.0 - m / self.n))
-        mean = float(difference.mean())
-        return mean > TIE_TOLERANCE and mean > z * stderr
+    def stratify(self, key: int) -> None:
+        """From now on, draw the points of the paired comparisons within the clusters of
+        ``key`` (fixed strata, each drawn uniformly), starting from the uniform sample."""
+        self.strata = self.host_labels[key]
+        self.stratum_sizes = np.bincount(self.strata).astype(np.float64)
+        self.decision = self.uniform.copy()
+        self.known = self.decision.copy()  # before the first refine: no fresh points yet
+
+    def decision_points(self) -> int:
+        """Points the paired comparisons use (the uniform sample, then the stratified one)."""
+        return int((self.uniform if self.strata is None else self.decision).sum())
+
+    def refine(self, keys: list[int], total: int, leader: int, rival: int) -> None:
+        """Draw fresh points until the comparison sample holds about ``total``, allocated to
+        the strata in proportion to their unscored rows times the spread of the leader-rival
+        difference there (Neyman allocation), and score them for ``keys``.
+
+        The estimates then take the points scored before as known values and the fresh points
+        as a simple random sample of each stratum's remaining rows (two-phase sampling): an
+        allocation that depends on earlier values would bias the plain sample mean (a stratum
+        whose first points missed its rare large differences would get few more).
+        """
+        assert self.strata is not None
+        difference = self.values[leader] - self.values[rival]
+        strata = range(self.stratum_sizes.size)
+        have = np.bincount(self.strata[self.decision], minlength=self.stratum_sizes.size)
+        left = self.stratum_sizes - have
+        spread = np.array([_std(difference[self.decision & (self.strata == h)]) for h in strata])
+        # A stratum whose sampled differences happen to agree still gets a share: its spread
+        # is floored at a tenth of the largest one, and every stratum gets a few fresh points.
+        spread = np.maximum(spread, 0.1 * max(float(spread.max()), 1e-12))
+        weights = left * spread
+        fresh_total = max(0, total - int(have.sum()))
+        wanted = np.ceil(fresh_total * weights / max(float(weights.sum()), 1e-300))
+        wanted = np.minimum(left, np.maximum(wanted, MIN_FRESH_PER_STRATUM)).astype(int)
+        self.known = self.decision.copy()
+        for h in np.flatnonzero(wanted > 0):
+            candidates = np.flatnonzero((self.strata == h) & ~self.decision)
+            chosen = self.rng.choice(candidates, size=int(wanted[h]), replace=False)
+            self.decision[chosen] = True
+        new = np.flatnonzero(self.decision & ~self.scored)
+        if new.size:
+            self._score_points(keys, new)
+
+    def gap(self, leader: int, other: int) -> float:
+        """The leader's lead over ``other`` in standard errors of their paired difference
+        (stratified once :meth:`stratify` was called, else on the uniform sample); 0 when
+        the leader is not ahead."""
+        mean, stderr = self._mean_and_stderr(self.values[leader] - self.values[other])
+        if not mean > TIE_TOLERANCE:
+            return 0.0
+        return float("inf") if stderr == 0 else mean / stderr
+
+    def stratified_score(self, key: int, previous: SilhouetteScore) -> SilhouetteScore:
+        """``key``'s mean silhouette estimated on the stratified sample, with its standard
+        error (the per-cluster means stay those of ``previous``: the stratified points are
+        not a uniform sample within the clusters of every key)."""
+        mean, stderr = self._mean_and_stderr(self.values[key])
+        return SilhouetteScore(score=mean, stderr=stderr, n_points=self.decision_points(),
+                               exact=False, per_cluster=previous.per_cluster)
+
+    def _mean_and_stderr(self, values: np.ndarray) -> tuple[float, float]:
+        """Mean over every row estimated from the comparison sample, and its standard error
+        (stratified with the finite-population correction per stratum, or simple random)."""
+        if self.strata is None:
+            sample = values[self.uniform]
+            m = sample.size
+            if m < 2:
+                return float(sample.mean()) if m else 0.0, float("inf")
+            stderr = sample.std(ddof=1) / np.sqrt(m) * np.sqrt(max(0.0, 1.0 - m / self.n))
+            return float(sample.mean()), float(stderr)
+        total = variance = 0.0
+        fresh = self.decision & ~self.known
+        for h, size in enumerate(self.stratum_sizes):
+            in_stratum = self.strata == h
+            known = values[self.known & in_stratum]
+            drawn = values[fresh & in_stratum]
+            if drawn.size == 0:
+                # no fresh points yet: the stratum's points are one simple random sample of it
+                if known.size:
+                    total += size * float(known.mean())
+                    variance += _total_variance(known, size)
+                continue
+            # known values exactly, the fresh points a simple random sample of the rest
+            total += float(known.sum()) + (size - known.size) * float(drawn.mean())
+            variance += _total_variance(drawn, size - known.size)
+        mean = total / self.n
+        variance /= float(self.n) ** 2
+        return mean, float(np.sqrt(variance))
 
     def _add_extras(self, key: int) -> None:
         labels, members = self.host_labels[key], self.members[key]
@@ -304,6 +409,18 @@ class _PointScores:
 
 def _to_host(array: Any) -> np.ndarray:
     return array.get() if hasattr(array, "get") else np.asarray(array)
+
+
+def _std(values: np.ndarray) -> float:
+    return float(values.std(ddof=1)) if values.size > 1 else 0.0
+
+
+def _total_variance(sample: np.ndarray, population: float) -> float:
+    """Variance of ``population`` times the mean of a simple random sample of it."""
+    m = sample.size
+    if m < 2 or population <= 0:
+        return 0.0
+    return population**2 * float(sample.var(ddof=1)) / m * max(0.0, 1.0 - m / population)
 
 
 def _cluster_distance_sums(
