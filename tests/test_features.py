@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import types
 
 import numpy as np
 import pandas as pd
@@ -254,6 +255,15 @@ class _SharedSeries:
     def to_pandas(self) -> pd.Series:
         type(self).host_conversions.append(str(self._series.name))
         return self._series
+
+    def __len__(self) -> int:
+        return len(self._series)
+
+    @property
+    def cat(self) -> types.SimpleNamespace:
+        accessor = self._series.cat  # AttributeError unless categorical, as in pandas and cuDF
+        return types.SimpleNamespace(codes=_SharedSeries(accessor.codes),
+                                     categories=accessor.categories)
 
     def __eq__(self, other: object) -> _SharedSeries:  # type: ignore[override]
         return _SharedSeries(self._series == other)

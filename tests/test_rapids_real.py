@@ -334,7 +334,7 @@ def test_the_backend_never_imports_rapids_at_import_time() -> None:
     assert backend_module.GPU_PACKAGES == ("cupy", "cudf", "cuml")
 
 
-# The frame calls of the feature preparation (features._column_values and _level_indicators,
+# The frame calls of the feature preparation (features._column_values and _level_codes,
 # listed in docs/gpu.md): each must exist on the real cudf.Series and take these arguments.
 PREPARATION_FRAME_CALLS = [
     ("astype", ("float64",)), ("astype", ("str",)), ("fillna", (0.0,)), ("fillna", (False,)),
@@ -352,3 +352,10 @@ def test_every_frame_call_of_the_preparation_binds_to_the_real_cudf_series() -> 
     assert str(inspect.signature(cudf.Series.values.fget).return_annotation) == "cp.ndarray"
     assert "cp.asarray(col)" in inspect.getsource(cudf.Series.values.fget)
     inspect.signature(cudf.DataFrame.from_arrow).bind(None)
+    # category columns: their codes and their (short) list of labels, read on the host
+    from cudf.core.accessors.categorical import CategoricalAccessor
+
+    assert isinstance(inspect.getattr_static(cudf.Series, "cat"), property)
+    for name in ("codes", "categories"):
+        assert isinstance(inspect.getattr_static(CategoricalAccessor, name), property)
+    inspect.signature(cudf.Index.to_pandas).bind(None)

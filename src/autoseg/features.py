@@ -174,7 +174,8 @@ class FeatureSpec:
         (NumPy, or CuPy for a cuDF frame): on a GPU host the matrix is built on the device from
         the device frame, with no round trip through host memory. Both run these same lines:
         every frame operation here is one pandas and cuDF share (``astype``, ``isna``,
-        ``fillna``, ``isin``, ``==``, ``values``, ``sum``; see docs/gpu.md). Columns that
+        ``fillna``, ``isin``, ``==``, ``values``, ``sum``, ``cat.codes``, ``cat.categories``;
+        see docs/gpu.md). Columns that
         need pandas' parsing (dates, durations, decimals and numbers stored as text) are
         converted on the host, one column at a time (:func:`_column_values`).
         """
@@ -199,8 +200,9 @@ class FeatureSpec:
                 matrix[:, col] = xp.clip(scaled, -CLIP, CLIP)
             col += 1
         for cat in self.categorical:
-            for offset, hit in enumerate(_level_indicators(frame[cat.column], cat.levels, xp)):
-                matrix[:, col + offset] = hit * _ONE_HOT_VALUE
+            codes = _level_codes(frame[cat.column], cat.levels, xp)
+            rows = xp.nonzero(codes >= 0)[0]
+            matrix[rows, col + codes[rows]] = _ONE_HOT_VALUE
             missing_count = int(frame[cat.column].isna().sum())
             if missing_count:
                 imputed[cat.column] = missing_count
@@ -239,23 +241,37 @@ def _column_values(series: Any, kind: str, column: str, xp: Any) -> tuple[Any, A
     return xp.where(missing, 0.0, values), missing
 
 
-def _level_indicators(series: Any, levels: list[str], xp: Any) -> list[Any]:
-    """One 0/1 float32 array of ``xp`` per kept level: the rows :func:`_fold_levels` maps
-    to it (values outside the levels to ``other``, missing ones to ``missing``, when those
-    levels are kept), on pandas or cuDF alike."""
+def _level_codes(series: Any, levels: list[str], xp: Any) -> Any:
+    """Index into ``levels`` of every row, an int array of ``xp`` (-1: no kept level): the
+    level :func:`_fold_levels` maps it to (values outside the levels to ``other``, missing
+    ones to ``missing``, when those levels are kept), on pandas or cuDF alike.
+
+    Category columns are mapped through their category codes (one lookup per row; the
+    category labels, a short list, are read on the host); other columns compare their text
+    with each kept level.
+    """
+    index = {level: i for i, level in enumerate(levels)}
+    other = index.get(OTHER_LEVEL, -1)
+    missing = index.get(MISSING_LEVEL, -1)
+    if hasattr(series, "cat") and getattr(series.dtype, "categories", None) is not None:
+        categories = series.cat.categories
+        labels = categories.to_pandas() if hasattr(categories, "to_pandas") else categories
+        # position len(categories) is where the missing rows' code -1 lands
+        lookup = [index.get(str(label), other) for label in labels.astype(str)] + [missing]
+        codes = xp.asarray(series.cat.codes.astype("int64").fillna(-1).values)
+        return xp.asarray(lookup, dtype=xp.int64)[codes]
     present = ~series.isna()
     text = series.astype("str")
     kept = text.isin(levels) & present
-    indicators = []
-    for level in levels:
+    codes = xp.full(len(series), -1, dtype=xp.int64)
+    if other >= 0:
+        codes[xp.asarray((present & ~kept).values)] = other
+    if missing >= 0:
+        codes[xp.asarray((~present).values)] = missing
+    for i, level in enumerate(levels):
         # cuDF compares a null to null: fill it (pandas gives False already)
-        hit = (text == level).fillna(False) & present
-        if level == OTHER_LEVEL:
-            hit = hit | (present & ~kept)
-        if level == MISSING_LEVEL:
-            hit = hit | ~present
-        indicators.append(xp.asarray(hit.values).astype(xp.float32))
-    return indicators
+        codes[xp.asarray(((text == level).fillna(False) & present).values)] = i
+    return codes
 
 
 def _numeric_values(series: pd.Series, kind: str, column: str) -> np.ndarray:
