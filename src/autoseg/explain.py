@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
@@ -30,6 +29,8 @@ from typing import TYPE_CHECKING, Final
 import numpy as np
 import pandas as pd
 from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+from autoseg.parallel import cpu_cores
 
 if TYPE_CHECKING:
     # XGBoost (and the scikit-learn it imports, about 1 s) loads when an explanation is
@@ -441,13 +442,6 @@ def _population_weights(labels: np.ndarray, cluster_sizes: np.ndarray) -> np.nda
 # --------------------------------------------------------------------------- model
 
 
-def _threads() -> int:
-    """CPU cores this process may use (its affinity mask, so a CPU-limited container or
-    ``taskset`` is respected), for XGBoost's ``nthread``."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except AttributeError:  # not on Linux
-        return max(os.cpu_count() or 1, 1)
 
 
 def _dmatrix(
@@ -464,7 +458,7 @@ def _dmatrix(
         label=label,
         enable_categorical=True,
         feature_names=booster_names,
-        nthread=_threads(),
+        nthread=cpu_cores(),
     )
 
 
@@ -485,7 +479,7 @@ def _fit_surrogate(
     params: dict[str, object] = {
         "tree_method": "hist",
         "device": device,
-        "nthread": _threads(),
+        "nthread": cpu_cores(),
         "max_depth": MAX_DEPTH,
         "learning_rate": LEARNING_RATE,
         "base_score": BASE_SCORE,

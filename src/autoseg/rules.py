@@ -43,7 +43,6 @@ levels folded into ``other``.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -53,6 +52,7 @@ import numpy as np
 import pandas as pd
 
 from autoseg.features import MISSING_LEVEL, OTHER_LEVEL
+from autoseg.parallel import cpu_cores
 
 DEFAULT_MAX_CONDITIONS = 3
 # Rows a rule is learnt on (precision and recall are still measured on every row). 20,000
@@ -196,19 +196,13 @@ def cluster_rules(
         conditions = problems[cluster].best_rule(max_conditions, seed)
         return _measured_rule(readable, labels, cluster, conditions)
 
-    workers = min(_threads(), max(len(problems), 1))
+    workers = min(cpu_cores(), max(len(problems), 1))
     if workers == 1:
         return [solve(cluster) for cluster in range(k)]
     with ThreadPoolExecutor(max_workers=workers) as pool:
         return list(pool.map(solve, range(k)))
 
 
-def _threads() -> int:
-    """CPU cores this process may use (its affinity mask where the platform has one)."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except AttributeError:  # not on Linux
-        return max(os.cpu_count() or 1, 1)
 
 
 def rule_mask(readable: pd.DataFrame, conditions: list[Condition]) -> np.ndarray:

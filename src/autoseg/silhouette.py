@@ -23,11 +23,12 @@ The code is written against the array namespace ``xp`` (NumPy here, CuPy on a GP
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+from autoseg.parallel import cpu_cores, map_on_cores
 
 # Distance block size on the host: 1M float32 (4 MB) keeps each core's block in cache (at
 # 50,000 x 30 a pass took 0.40 s with 1M-element blocks and 0.63 s with 8M, two threads).
@@ -458,29 +459,13 @@ def _cluster_distance_sums(
             _add_distance_sums(sums[lo:hi], p[lo:hi], p_norms[lo:hi], centred[start:stop],
                                sq_norms[start:stop], one_hot, xp)
 
-    workers = _cpu_threads() if xp is np else 1
+    workers = cpu_cores() if xp is np else 1
     if workers < 2 or m < 2 * MIN_POINTS_PER_THREAD:
         add_block(0, m)
         return _to_host(sums)
-    from concurrent.futures import ThreadPoolExecutor
-
-    from threadpoolctl import threadpool_limits
-
     bounds = np.linspace(0, m, workers + 1).astype(int)
-    with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
-        blocks = [pool.submit(add_block, int(bounds[i]), int(bounds[i + 1]))
-                  for i in range(workers)]
-        for block in blocks:
-            block.result()
+    map_on_cores(lambda i: add_block(int(bounds[i]), int(bounds[i + 1])), range(workers))
     return sums
-
-
-def _cpu_threads() -> int:
-    """CPU cores this process may use (its affinity mask where the platform has one)."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except AttributeError:  # not on Linux
-        return max(os.cpu_count() or 1, 1)
 
 
 def _block_elements(xp: Any) -> int:

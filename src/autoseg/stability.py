@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from autoseg.kmeans import fit_optimum
+from autoseg.parallel import map_on_cores
 from autoseg.search import default_backend, nearest_centroid_with_distance
 
 if TYPE_CHECKING:
@@ -117,8 +118,7 @@ def stability_by_k(
     backend = default_backend(backend)
     evaluation_device = backend.to_device(evaluation, np.float32)
     fit_rows = [backend.to_device(x[rows], np.float32) for rows in subsamples]
-    scores: dict[int, StabilityScore] = {}
-    for k in k_values:
+    def score_k(k: int) -> StabilityScore:
         labellings = []
         for run, rows_device in enumerate(fit_rows):
             # The search's own optimiser: stability then measures how much the optimum itself
@@ -131,10 +131,13 @@ def stability_by_k(
         from sklearn.metrics import adjusted_rand_score  # heavy: imported where used
 
         aris = np.array([adjusted_rand_score(a, b) for a, b in combinations(labellings, 2)])
-        scores[k] = StabilityScore(
-            mean_ari=float(aris.mean()), std_ari=float(aris.std()), runs=runs,
-            eval_rows=int(eval_size),
-        )
+        return StabilityScore(mean_ari=float(aris.mean()), std_ari=float(aris.std()),
+                              runs=runs, eval_rows=int(eval_size))
+
+    # Every k is independent: side by side on the CPU's cores, in turn on a GPU.
+    results = ([score_k(k) for k in k_values] if backend.is_gpu
+               else map_on_cores(score_k, k_values))
+    scores: dict[int, StabilityScore] = dict(zip(k_values, results, strict=True))
     return scores
 
 
