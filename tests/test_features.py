@@ -260,6 +260,10 @@ class _SharedSeries:
         return len(self._series)
 
     @property
+    def iloc(self) -> _SharedRows:
+        return _SharedRows(self._series)
+
+    @property
     def cat(self) -> types.SimpleNamespace:
         accessor = self._series.cat  # AttributeError unless categorical, as in pandas and cuDF
         return types.SimpleNamespace(codes=_SharedSeries(accessor.codes),
@@ -276,6 +280,17 @@ class _SharedSeries:
 
     def __invert__(self) -> _SharedSeries:
         return _SharedSeries(~self._series)
+
+
+class _SharedRows:
+    """``series.iloc``: positional slices, as pandas and cuDF both give them."""
+
+    def __init__(self, series: pd.Series) -> None:
+        self._series = series
+
+    def __getitem__(self, rows: slice) -> _SharedSeries:
+        assert isinstance(rows, slice)
+        return _SharedSeries(self._series.iloc[rows])
 
 
 class _SharedFrame:
@@ -322,6 +337,19 @@ def test_the_preparation_uses_only_the_api_cudf_shares_and_gives_the_same_matrix
     # only the date goes through pandas' parsing on the host; numbers, flags and categories
     # are prepared where the frame lives
     assert _SharedSeries.host_conversions == ["signup"]
+
+
+def test_blocks_of_rows_give_the_same_matrix(monkeypatch: pytest.MonkeyPatch) -> None:
+    import autoseg.features as features_module
+
+    frame = _mixed_frame(2500, seed=5)
+    spec = fit_features(frame)
+    whole, whole_imputed = spec.transform(frame)
+    monkeypatch.setattr(features_module, "TRANSFORM_BLOCK_ROWS", 256)  # ten blocks
+    blocks, blocks_imputed = spec.transform(_SharedFrame(frame), np)
+    assert np.array_equal(blocks, whole) and blocks_imputed == whole_imputed
+    empty, nothing = spec.transform(frame.iloc[:0])
+    assert empty.shape == (0, len(spec.matrix_columns)) and nothing == {}
 
 
 def test_levels_fold_to_other_and_missing_as_at_fit_time() -> None:

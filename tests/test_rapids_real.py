@@ -356,6 +356,7 @@ def test_every_frame_call_of_the_preparation_binds_to_the_real_cudf_series() -> 
     from cudf.core.accessors.categorical import CategoricalAccessor
 
     assert isinstance(inspect.getattr_static(cudf.Series, "cat"), property)
+    assert isinstance(inspect.getattr_static(cudf.Series, "iloc"), property)  # row blocks
     for name in ("codes", "categories"):
         assert isinstance(inspect.getattr_static(CategoricalAccessor, name), property)
     inspect.signature(cudf.Index.to_pandas).bind(None)

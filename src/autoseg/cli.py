@@ -17,14 +17,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-# Before NumPy, scikit-learn or XGBoost load their OpenMP runtime: idle OpenMP threads sleep
-# instead of spinning. Measured on a 2-core host with another process busy: 8 k-means fits took
-# 5.3-10.7 s with spinning threads and 2.4-3.9 s with passive ones (a CPU-limited container is
-# this case). Set OMP_WAIT_POLICY yourself to override.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import typer
 
-import typer  # noqa: E402
-
+# Before NumPy, scikit-learn or XGBoost load (typer loads none of them): importing it sets
+# passive OpenMP threads and no huge-page requests (see the module for what each measured).
+import autoseg.process_env  # noqa: F401
 from autoseg import __version__
 from autoseg.atomic import forget_signals, note_signal
 from autoseg.config import PARAMETERS, PARAMETERS_BY_NAME, RunConfig, build_config

@@ -33,13 +33,9 @@ traceback.
 
 from __future__ import annotations
 
-import os
-
-# As in the CLI, before NumPy / scikit-learn load OpenMP: idle threads sleep instead of spin.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 import json  # noqa: E402
 import logging  # noqa: E402
+import os
 import re  # noqa: E402
 import signal  # noqa: E402
 import sys  # noqa: E402
@@ -49,6 +45,8 @@ from contextlib import contextmanager  # noqa: E402
 from types import ModuleType, TracebackType  # noqa: E402
 from typing import Any  # noqa: E402
 
+# As in the CLI, before NumPy / scikit-learn load (see autoseg.process_env).
+import autoseg.process_env  # noqa: F401
 from autoseg.config import PARAMETERS, RunConfig, build_config  # noqa: E402
 from autoseg.errors import EXIT_INTERNAL, Interrupted, UsageError, classify  # noqa: E402
 from autoseg.logs import configure_logging  # noqa: E402
