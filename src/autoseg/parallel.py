@@ -29,16 +29,18 @@ def cpu_cores() -> int:
         return max(os.cpu_count() or 1, 1)
 
 
-def map_on_cores(function: Callable[[Item], Result], items: Iterable[Item]) -> list[Result]:
+def map_on_cores(function: Callable[[Item], Result], items: Iterable[Item], *,
+                 in_turn: bool = False) -> list[Result]:
     """``[function(item) for item in items]``, the items side by side on the process's cores.
 
     Each task runs with single-threaded BLAS and OpenMP (``threadpoolctl``), so the tasks do
     not oversubscribe the cores; results come back in the order of ``items``. With one core,
-    or one item, the items simply run in turn. The BLAS limit is process-wide while the tasks
+    or one item, or with ``in_turn`` (work for a GPU, which runs one task at a time), the
+    items simply run in turn. The BLAS limit is process-wide while the tasks
     run, so nothing else should compute meanwhile.
     """
     items = list(items)
-    workers = min(cpu_cores(), len(items))
+    workers = 1 if in_turn else min(cpu_cores(), len(items))
     if workers < 2:
         return [function(item) for item in items]
     from threadpoolctl import threadpool_limits

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -52,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 from autoseg.features import MISSING_LEVEL, OTHER_LEVEL
-from autoseg.parallel import cpu_cores
+from autoseg.parallel import map_on_cores
 
 DEFAULT_MAX_CONDITIONS = 3
 # Rows a rule is learnt on (precision and recall are still measured on every row). 20,000
@@ -196,11 +195,7 @@ def cluster_rules(
         conditions = problems[cluster].best_rule(max_conditions, seed)
         return _measured_rule(readable, labels, cluster, conditions)
 
-    workers = min(cpu_cores(), max(len(problems), 1))
-    if workers == 1:
-        return [solve(cluster) for cluster in range(k)]
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(solve, range(k)))
+    return map_on_cores(solve, range(k))
 
 
 

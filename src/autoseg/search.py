@@ -204,8 +204,7 @@ def search_k(
     # The candidates are independent: on the CPU they are fitted side by side, one core each
     # (the same labels as one after the other, centroids within 4e-6, in two thirds of the time at
     # 50,000 x 30); a GPU fits them in turn on its one device.
-    fitted = ([fit_one(k) for k in k_values] if backend.is_gpu
-              else map_on_cores(fit_one, k_values))
+    fitted = map_on_cores(fit_one, k_values, in_turn=backend.is_gpu)
     for k, (fit, labels, seconds) in zip(k_values, fitted, strict=True):
         centroids = fit.centroids
         sizes = np.bincount(labels, minlength=k)

@@ -302,7 +302,7 @@ class _PointScores:
 
     def decision_points(self) -> int:
         """Points the paired comparisons use (the uniform sample, then the stratified one)."""
-        return int((self.uniform if self.strata is None else self.decision).sum())
+        return int(self.decision.sum())  # the uniform sample itself until stratify()
 
     def refine(self, keys: list[int], total: int, leader: int, rival: int) -> None:
         """Draw fresh points until the comparison sample holds about ``total``, allocated to
@@ -361,8 +361,7 @@ class _PointScores:
             m = sample.size
             if m < 2:
                 return float(sample.mean()) if m else 0.0, float("inf")
-            stderr = sample.std(ddof=1) / np.sqrt(m) * np.sqrt(max(0.0, 1.0 - m / self.n))
-            return float(sample.mean()), float(stderr)
+            return float(sample.mean()), float(np.sqrt(_total_variance(sample, self.n))) / self.n
         total = variance = 0.0
         fresh = self.decision & ~self.known
         for h, size in enumerate(self.stratum_sizes):

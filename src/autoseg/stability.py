@@ -135,8 +135,7 @@ def stability_by_k(
                               runs=runs, eval_rows=int(eval_size))
 
     # Every k is independent: side by side on the CPU's cores, in turn on a GPU.
-    results = ([score_k(k) for k in k_values] if backend.is_gpu
-               else map_on_cores(score_k, k_values))
+    results = map_on_cores(score_k, k_values, in_turn=backend.is_gpu)
     scores: dict[int, StabilityScore] = dict(zip(k_values, results, strict=True))
     return scores
 

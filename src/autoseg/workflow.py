@@ -33,23 +33,23 @@ traceback.
 
 from __future__ import annotations
 
-import json  # noqa: E402
-import logging  # noqa: E402
+import json
+import logging
 import os
-import re  # noqa: E402
-import signal  # noqa: E402
-import sys  # noqa: E402
-import threading  # noqa: E402
-from collections.abc import Iterator, Mapping  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
-from types import ModuleType, TracebackType  # noqa: E402
-from typing import Any  # noqa: E402
+import re
+import signal
+import sys
+import threading
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from types import ModuleType, TracebackType
+from typing import Any
 
 # As in the CLI, before NumPy / scikit-learn load (see autoseg.process_env).
 import autoseg.process_env  # noqa: F401
-from autoseg.config import PARAMETERS, RunConfig, build_config  # noqa: E402
-from autoseg.errors import EXIT_INTERNAL, Interrupted, UsageError, classify  # noqa: E402
-from autoseg.logs import configure_logging  # noqa: E402
+from autoseg.config import PARAMETERS, RunConfig, build_config
+from autoseg.errors import EXIT_INTERNAL, Interrupted, UsageError, classify
+from autoseg.logs import configure_logging
 
 log = logging.getLogger("autoseg.workflow")
 
