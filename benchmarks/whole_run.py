@@ -123,6 +123,26 @@ def scale_ari(truth: np.ndarray, labels: np.ndarray) -> float:
     return round(scale._ari(np.asarray(truth), np.asarray(labels)), 4)
 
 
+def compile_package(src: Path | None) -> None:
+    """Byte-compile the autoseg package that will run (under ``src``, else the importable one).
+
+    An installed wheel runs from bytecode (pip compiles it; the images install one). A source
+    tree where Python may not write bytecode (``PYTHONDONTWRITEBYTECODE=1``, as on the
+    project's machines) is compiled anew by every run (about 0.1 s for the package), which
+    an installed run never pays: so both variants are compiled first, untimed.
+    """
+    import compileall
+    import importlib.util
+
+    if src is None:
+        spec = importlib.util.find_spec("autoseg")
+        assert spec is not None and spec.submodule_search_locations is not None
+        package = Path(list(spec.submodule_search_locations)[0])
+    else:
+        package = src / "autoseg"
+    compileall.compile_dir(str(package), quiet=1)
+
+
 def run_ours(path: Path, truth: np.ndarray, work: Path, seed: int,
              src: Path | None = None) -> dict[str, Any]:
     """One ``autoseg run`` child on ``path``: wall, peak RSS, stage timings, k, ARI.
@@ -215,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
         variants = {"ours": args.src}
         if args.compare_src is not None:
             variants = {"before": args.compare_src, "ours": args.src}
+        for src in variants.values():
+            compile_package(src)
         runs: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
         for i in range(args.repeat):
             for name, src in variants.items():

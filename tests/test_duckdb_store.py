@@ -237,6 +237,32 @@ def test_streamed_and_pandas_writes_fail_together(tmp_path: Path) -> None:
     assert _table_names(path) == {"importance"}
 
 
+def test_before_commit_failure_rolls_every_table_back(tmp_path: Path) -> None:
+    # The pipeline stages its report there, after the rows are written: when that fails,
+    # no table may change.
+    path = tmp_path / "s.duckdb"
+    store = DuckDBStore(str(path))
+    first = TableName("db", "importance")
+    store.write_tables([TableWrite(first, pd.DataFrame({"feature": ["old"]}), "overwrite")])
+    calls: list[int] = []
+
+    def failing_report() -> None:
+        calls.append(1)
+        raise RuntimeError("report failed")
+
+    with pytest.raises(RuntimeError, match="^report failed$"):
+        store.write_tables([
+            TableWrite(first, pd.DataFrame({"feature": ["new"]}), "overwrite"),
+            TableWrite(TableName("db", "labelled"), stream_table(), "overwrite"),
+        ], before_commit=failing_report)
+    assert calls == [1]
+    assert _rows(path, "db.importance") == [("old",)]
+    assert _table_names(path) == {"importance"}
+    store.write_tables([TableWrite(first, pd.DataFrame({"feature": ["new"]}), "overwrite")],
+                       before_commit=calls.clear)
+    assert _rows(path, "db.importance") == [("new",)] and calls == []
+
+
 def test_streamed_write_and_pandas_write_succeed_together(tmp_path: Path) -> None:
     path = tmp_path / "s.duckdb"
     table = stream_table()

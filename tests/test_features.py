@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import json
 import types
 
@@ -10,7 +12,14 @@ import pandas as pd
 import pytest
 
 from autoseg.errors import InputDataError
-from autoseg.features import CATEGORY_DISTANCE, CLIP, OTHER_LEVEL, FeatureSpec, fit_features
+from autoseg.features import (
+    CATEGORY_DISTANCE,
+    CLIP,
+    OTHER_LEVEL,
+    FeatureSpec,
+    column_text,
+    fit_features,
+)
 from autoseg.search import search_k
 
 
@@ -365,3 +374,37 @@ def test_levels_fold_to_other_and_missing_as_at_fit_time() -> None:
     assert [channel.levels[int(i)] for i in hot.argmax(axis=1)] == [
         "other", "missing", "app", "other"]
     assert (hot.sum(axis=1) == 1).all()
+
+
+@pytest.mark.parametrize("series", [
+    pd.Series(pd.Categorical(["a", "b", None, "a"])),
+    pd.Series([True, False, True]),
+    pd.Series([True, None, False], dtype="boolean"),
+    pd.Series([datetime.date(2020, 1, 1), None, datetime.date(2021, 5, 3)]),
+    pd.Series(pd.to_datetime(["2020-01-01", "2021-01-01 10:00:00", None], format="ISO8601")),
+    pd.Series(pd.to_datetime(["2020-01-01", None]).tz_localize("UTC")),
+    pd.Series([1, 1.0, True, "x", None], dtype=object),
+    pd.Series([decimal.Decimal("1.50"), decimal.Decimal("1.5"), None], dtype=object),
+    pd.Series([datetime.datetime(2020, 1, 1, 10, tzinfo=datetime.UTC),
+               datetime.datetime(2020, 1, 1, 11, tzinfo=datetime.timezone(
+                   datetime.timedelta(hours=1)))], dtype=object),
+    pd.Series(["a", None, "b", np.nan], dtype=object),
+    pd.Series(["a", None, "b"]),
+    pd.Series([1.0, np.nan, -0.0, 0.0]),
+    pd.Series([], dtype=object),
+], ids=lambda s: str(s.dtype))
+def test_column_text_is_astype_string(series: pd.Series) -> None:
+    # Formatting each distinct value once must not merge values whose texts differ
+    # (1 / 1.0 / True, Decimal 1.5 / 1.50, one instant in two time zones).
+    series = series.rename("c")
+    expected = series.astype("string")
+    got = column_text(series)
+    assert got.dtype == expected.dtype
+    pd.testing.assert_series_equal(got, expected)
+
+
+def test_column_text_names_integer_categories_as_written() -> None:
+    # astype("string") writes 1.0 for the category 1 once a value is missing; the levels are
+    # learnt from the values present (1), so both must read 1.
+    series = pd.Series(pd.Categorical([1, 2, None, 1]))
+    assert list(column_text(series)) == ["1", "2", pd.NA, "1"]

@@ -260,7 +260,7 @@ def test_failed_table_write_keeps_the_previous_model(
     model_dir = tmp_path / "models" / "m"
     before = {p.name: p.read_bytes() for p in model_dir.iterdir()}
 
-    def failing(self: DuckDBStore, writes: object) -> None:
+    def failing(self: DuckDBStore, writes: object, before_commit: object = None) -> None:
         raise ServiceError("writing to the store failed, nothing was changed: disk full")
 
     monkeypatch.setattr(DuckDBStore, "write_tables", failing)
@@ -269,6 +269,39 @@ def test_failed_table_write_keeps_the_previous_model(
                     output_table="demo.out"))
     assert {p.name: p.read_bytes() for p in model_dir.iterdir()} == before
     assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["m"]  # no staging left
+
+
+def test_report_drawn_beside_the_table_write_fails_with_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The report is drawn on a second thread while the tables are written; when drawing
+    fails, the tables are not committed and every earlier output stays as it was."""
+    import threading
+
+    import autoseg.report.html as report_html
+
+    _write_demo(tmp_path, rows=1500)
+    run(_config(tmp_path, input_table="demo.customers", model_name="m", num_clusters=3,
+                output_table="demo.out"))
+    table_before = _table(tmp_path, "demo.out")
+    out_before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    models_before = {p.name: p.read_bytes() for p in (tmp_path / "models" / "m").iterdir()}
+    threads: list[str] = []
+
+    def failing_render(*args: object, **kwargs: object) -> str:
+        threads.append(threading.current_thread().name)
+        raise RuntimeError("drawing failed")
+
+    monkeypatch.setattr(report_html, "render_report", failing_render)
+    with pytest.raises(RuntimeError, match="^drawing failed$"):
+        run(_config(tmp_path, input_table="demo.customers", model_name="m", num_clusters=4,
+                    output_table="demo.out"))
+    assert threads and threads[0].startswith("autoseg-report")
+    pd.testing.assert_frame_equal(_table(tmp_path, "demo.out"), table_before)
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == out_before
+    assert {p.name: p.read_bytes() for p in (tmp_path / "models" / "m").iterdir()} == (
+        models_before)
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["m"]
 
 
 def test_summary_and_report_show_what_the_neighbouring_k_would_change(tmp_path: Path) -> None:

@@ -462,6 +462,28 @@ def test_keyboard_interrupt_after_staging_cleans_up(
     assert _staging_left(td) == [] and td.bulk_imports == {}
 
 
+def test_before_commit_runs_after_staging_and_its_failure_changes_nothing(
+    td: TDEmulator, store: TDStore
+) -> None:
+    # The pipeline stages its report there: a failure must leave every target as it was.
+    _seed_customers(td)
+    staged_then: list[list[str]] = []
+
+    def failing_report() -> None:
+        staged_then.append(_staging_left(td))
+        raise RuntimeError("report failed")
+
+    with pytest.raises(RuntimeError, match="^report failed$"):
+        store.write_tables([TableWrite(TableName(DB, "customers"), _new_rows(2), "overwrite")],
+                           before_commit=failing_report)
+    assert len(staged_then) == 1 and staged_then[0], "called once, with the rows staged"
+    assert _ids(td, "customers") == OLD_IDS
+    assert _staging_left(td) == [] and td.bulk_imports == {}
+    store.write_tables([TableWrite(TableName(DB, "customers"), _new_rows(2), "overwrite")],
+                       before_commit=lambda: None)
+    assert _ids(td, "customers") != OLD_IDS
+
+
 def test_keyboard_interrupt_during_upload_cleans_up(
     td: TDEmulator, store: TDStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

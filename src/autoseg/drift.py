@@ -56,6 +56,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from autoseg.features import column_text
+
 FORMAT_VERSION = 1
 DEFAULT_THRESHOLDS: Mapping[str, float] = MappingProxyType({
     "psi": 0.2,
@@ -328,7 +330,7 @@ def _numeric_profile(values: np.ndarray) -> dict[str, Any]:
 
 
 def _level_text(series: pd.Series) -> pd.Series:
-    return series.astype("string")
+    return column_text(series)
 
 
 def _categorical_profile(series: pd.Series) -> dict[str, Any]:

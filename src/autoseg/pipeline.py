@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -416,19 +417,34 @@ class _Run:
 
     def _write(self, summary: RunSummary, model: SegmentationModel, fit: _Fit,
                described: Description, projection_2d: dict[str, Any]) -> RunResult:
-        """Stage everything, write the tables, then rename; then the audience."""
+        """Stage everything, write the tables, then rename; then the audience.
+
+        The report is drawn on a second thread while the store writes the tables: drawing is
+        Python (one core, holding the GIL), while DuckDB and the Treasure Data uploads work
+        outside it (1M rows: 0.7 s of drawing beside 0.7 s of writing). The store commits
+        the tables only once the summary and the report are staged (``before_commit``), so
+        they still fail together.
+        """
         config, timer = self.config, self.timer
         staged_files: list[StagedFile] = []
         staged_model: StagedModel | None = None
         committed = False
-        with timer.stage("write"):
+        with timer.stage("write"), ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="autoseg-report"
+        ) as drawing:
             staged_rows = self.engine.stage_rows(model, self.output_name is not None)
+            report: Future[list[StagedFile]] | None = None
             try:
                 if config.model_name and fit.search is not None:
                     staged_model = stage_model(model, config, described.explanation)
                 summary.timings_seconds = dict(timer.seconds)
                 summary.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
-                staged_files = self._stage_summary_files(summary, projection_2d)
+                drawn = drawing.submit(self._stage_summary_files, summary, projection_2d)
+                report = drawn
+
+                def report_staged() -> None:
+                    staged_files.extend(drawn.result())
+
                 # From here a signal is held until the block ends: a store may still give up
                 # before its commit (then everything is rolled back); once the tables are
                 # committed, the renames finish and the run stops with everything written.
@@ -438,7 +454,9 @@ class _Run:
                                           described)
                     if writes:
                         assert self.store is not None
-                        self.store.write_tables(writes)
+                        self.store.write_tables(writes, before_commit=report_staged)
+                    else:
+                        report_staged()
                     committed = True
                     # The tables are committed: only renames are left.
                     staged_rows.commit()
@@ -447,6 +465,8 @@ class _Run:
                         staged.commit()
             except BaseException:
                 if not committed:
+                    if report is not None and not staged_files:
+                        staged_files = _staged_anyway(report)
                     for staged in staged_files:
                         staged.discard()
                     if staged_model is not None:
@@ -503,6 +523,12 @@ class _Run:
             staged[0].discard()
             raise
         return staged
+
+
+def _staged_anyway(report: Future[list[StagedFile]]) -> list[StagedFile]:
+    """The files a report thread staged, once it has finished (none when it failed)."""
+    wait([report])
+    return report.result() if report.exception() is None else []
 
 
 def _projection_sample(matrix: np.ndarray, labels: np.ndarray, seed: int) -> dict[str, Any]:

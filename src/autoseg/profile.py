@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from autoseg.features import column_text
+
 TOP_VALUES = 5
 
 
@@ -72,7 +74,7 @@ def profile_table(
                     entry["min"] = float(finite.min())
                     entry["max"] = float(finite.max())
         elif not hide_table_contents and entry["distinct"] is not None:
-            counts = series.astype("string").value_counts().head(TOP_VALUES)
+            counts = column_text(series).value_counts().head(TOP_VALUES)
             entry["top_values"] = [
                 {"value": str(v), "count": int(c)} for v, c in counts.items()
             ]

@@ -50,7 +50,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from autoseg.features import MISSING_LEVEL, OTHER_LEVEL
+from autoseg.features import MISSING_LEVEL, OTHER_LEVEL, column_text
 from autoseg.parallel import map_on_cores
 
 DEFAULT_MAX_CONDITIONS = 3
@@ -371,7 +371,7 @@ class _Column:
 
 def _category_text(series: pd.Series) -> pd.Series:
     """Category values as text; the folded ``missing`` level counts as missing (NULL)."""
-    text = series.astype("string")
+    text = column_text(series)
     return text.mask(text == MISSING_LEVEL)
 
 

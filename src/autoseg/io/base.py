@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -108,8 +108,13 @@ class TableStore(Protocol):
         """Column names of a table, or ``None`` when it does not exist."""
         ...
 
-    def write_tables(self, writes: list[TableWrite]) -> None:
-        """Write every table, all or nothing: on failure every table is as it was."""
+    def write_tables(self, writes: list[TableWrite],
+                     before_commit: Callable[[], None] | None = None) -> None:
+        """Write every table, all or nothing: on failure every table is as it was.
+
+        ``before_commit`` is called once every table is written but before any is committed
+        (made visible); when it raises, nothing is committed and its exception propagates.
+        """
         ...
 
     def check_columns(self, name: TableName, columns: list[str]) -> None:

@@ -8,7 +8,7 @@ would change are refused before any call (:mod:`autoseg.io.td.columns`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pyarrow as pa
@@ -123,15 +123,18 @@ class TDStore:
         """
         return reader.table_columns(self._client, name)
 
-    def write_tables(self, writes: list[TableWrite]) -> None:
+    def write_tables(self, writes: list[TableWrite],
+                     before_commit: Callable[[], None] | None = None) -> None:
         """Write every table, all or nothing (see :meth:`StagedWriter.write_tables`).
 
         Parameters
         ----------
         writes
             Tables to write; ``mode`` is ``overwrite`` or ``append``.
+        before_commit
+            Called when every table is staged, before the first swap or append.
         """
-        self._writer.write_tables(writes)
+        self._writer.write_tables(writes, before_commit)
 
     def check_columns(self, name: TableName, columns: list[str]) -> None:
         """Refuse columns Treasure Data would rename or merge (see :func:`check_td_columns`)."""

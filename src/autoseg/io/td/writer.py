@@ -24,7 +24,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from secrets import token_hex  # the standard library's, not autoseg.secrets
 from typing import Any
@@ -196,7 +196,8 @@ class StagedWriter:
                 raise
             yield chunk
 
-    def write_tables(self, writes: list[TableWrite]) -> None:
+    def write_tables(self, writes: list[TableWrite],
+                     before_commit: Callable[[], None] | None = None) -> None:
         """Write every table, all or nothing where Treasure Data allows it.
 
         Stages every frame in its own staging table first; only then swaps (overwrite) or
@@ -207,6 +208,9 @@ class StagedWriter:
         ----------
         writes
             Tables to write; ``mode`` is ``overwrite`` or ``append``.
+        before_commit
+            Called when every table is staged, before the first swap or append; when it
+            raises, the staging tables are deleted and its exception propagates.
 
         Raises
         ------
@@ -234,6 +238,12 @@ class StagedWriter:
                 self._prepare_targets(plans)
                 for plan in plans:
                     self._stage(plan, action)
+                if before_commit is not None:
+                    try:
+                        before_commit()
+                    except BaseException as exc:
+                        self._source_failure = exc  # the caller's own: propagates unchanged
+                        raise
                 # Reversible steps (swaps) first, appends (not reversible) last.
                 for plan in sorted(plans, key=lambda p: p.appends):
                     self._commit(plan, action)
