@@ -608,6 +608,32 @@ def test_missing_duckdb_file_is_an_input_error_and_is_not_created(
     assert [p for p in tmp_path.rglob("*") if p.is_file()] == []
 
 
+def test_console_main_flushes_and_runs_exit_handlers_before_its_quick_exit(
+    tmp_path: Path,
+) -> None:
+    # console_main ends with os._exit (no interpreter teardown): what is buffered must still
+    # reach the pipe, and atexit handlers (logging's among them) must still run.
+    script = (
+        "import atexit, sys\n"
+        "from autoseg.cli import console_main\n"
+        "atexit.register(lambda: print('handler ran', file=sys.stderr))\n"
+        "sys.stdout.write('buffered ')\n"
+        "console_main(sys.argv[1:])\n"
+        "print('not reached')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUTOSEG_")}
+    env.pop("PYTHONUNBUFFERED", None)
+    ok = subprocess.run([sys.executable, "-c", script, "version"], cwd=tmp_path, env=env,
+                        capture_output=True, text=True, timeout=60, check=False)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("buffered ") and "not reached" not in ok.stdout
+    assert "handler ran" in ok.stderr
+    bad = subprocess.run([sys.executable, "-c", script, "run"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=60, check=False)
+    assert bad.returncode == 2
+    assert "--input-table is required" in bad.stderr and "handler ran" in bad.stderr
+
+
 @pytest.mark.parametrize(
     ("extra", "code", "pattern"),
     [

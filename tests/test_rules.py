@@ -156,6 +156,21 @@ def test_sampled_fit_measures_on_all_rows_and_tops_up_small_clusters() -> None:
     assert rules[4].precision >= 0.9 and rules[4].recall >= 0.9
 
 
+def test_tree_on_a_subsample_still_gives_exact_thresholds(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The tree that proposes rules sees at most TREE_ROWS rows; the thresholds are then set on
+    # all of the rule's rows, so a planted threshold is still found exactly.
+    import autoseg.rules as rules_module
+
+    monkeypatch.setattr(rules_module, "TREE_ROWS", 1_000)
+    frame, labels = _planted(n=12_000, seed=2)
+    rules = cluster_rules(frame, labels, 4)
+    for rule in rules:
+        assert rule.precision >= 0.9 and rule.recall >= 0.9, rule.text
+    first = {c.feature: c for c in rules[0].conditions}
+    assert first["orders_90d"].operator == ">=" and first["orders_90d"].value == 12
+    assert 9.9 <= first["days_since_last_order"].value <= 10.2
+
+
 def test_empty_cluster_and_whole_table() -> None:
     frame, labels = _planted(n=500)
     rules = cluster_rules(frame, labels, 5)

@@ -1,5 +1,5 @@
 """Allow ``python -m autoseg``."""
 
-from autoseg.cli import main
+from autoseg.cli import console_main
 
-main()
+console_main()

@@ -609,8 +609,10 @@ def profile_heatmap_figure(
     fontsize = 8.5 if len(names) <= 12 and len(ordered) <= 12 else 7
     for i in range(z.shape[0]):
         for j in range(z.shape[1]):
+            # Inside its cell: the layout need not measure it (measuring up to 20 x k texts
+            # took 0.1 s of the plot's 0.4 s).
             ax.text(j, i, f"{z[i, j]:+.2f}", ha="center", va="center", fontsize=fontsize,
-                    color="white" if abs(z[i, j]) > 0.55 * limit else _INK)
+                    color="white" if abs(z[i, j]) > 0.55 * limit else _INK, in_layout=False)
     ax.set_xticks(np.arange(len(names)), [_label(n, 24) for n in names], rotation=35,
                   ha="right", rotation_mode="anchor", fontsize=9)
     ax.tick_params(axis="y", left=False, labelleft=False)
