@@ -8,7 +8,9 @@ with exact sizes, one readable rule per cluster and, for a reused model, the dri
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +38,10 @@ class Description:
     profiles: list[dict[str, Any]]
     rules: list[ClusterRule]
     drift: dict[str, Any] | None
+    # A new model's drift reference (reference_profile of the sample), computed only when the
+    # model is saved (outputs.stage_model), beside the report's drawing: a run without
+    # --model-name never needs it (0.1-0.15 s at 200,000 rows).
+    reference: Callable[[], dict[str, Any]] | None = None
 
 
 def describe_clusters(
@@ -55,8 +61,8 @@ def describe_clusters(
     sizes
         Exact cluster sizes of the whole table (profiles report them, not the sample's).
     model
-        The fitted or reused model; a new model gets the drift reference of this sample in
-        ``model.extra["reference"]``.
+        The fitted or reused model; for a new model, ``Description.reference`` computes the
+        drift reference of this sample when the model is saved.
     config
         The run configuration.
     reused
@@ -87,13 +93,14 @@ def describe_clusters(
     for rule in rules:
         profiles[rule.cluster_id]["rule"] = rule_summary(rule, config.hide_table_contents)
     drift = None
+    reference = None
     if reused and "reference" in model.extra:
         drift = drift_report(model.extra["reference"], readable, labels, distances)
         for warning in drift.get("warnings", []):
             log.warning("drift: %s", warning.get("message"))
-    else:
-        model.extra["reference"] = reference_profile(readable, labels, distances, model.k)
-    return Description(explanation, note, profiles, rules, drift)
+    elif not reused:
+        reference = functools.partial(reference_profile, readable, labels, distances, model.k)
+    return Description(explanation, note, profiles, rules, drift, reference)
 
 
 def explain_stage(

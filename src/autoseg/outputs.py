@@ -79,10 +79,14 @@ def rules_write(config: RunConfig, output_name: TableName | None,
 
 
 def stage_model(model: SegmentationModel, config: RunConfig,
-                explanation: Explanation | None) -> StagedModel:
-    """Write a newly fitted model (with its surrogate) beside its ``--model-name`` folder;
-    the caller commits it once the tables are written, or discards it."""
+                described: Description) -> StagedModel:
+    """Write a newly fitted model (with its surrogate and its drift reference) beside its
+    ``--model-name`` folder; the caller commits it once the tables are written, or discards
+    it."""
     assert config.model_name is not None
+    if described.reference is not None:
+        model.extra["reference"] = described.reference()
+    explanation = described.explanation
     surrogate = (explanation.booster.save_raw(raw_format="json")
                  if explanation is not None else None)
     return model.stage(config.model_dir / config.model_name, surrogate)

@@ -435,12 +435,14 @@ class _Run:
             staged_rows = self.engine.stage_rows(model, self.output_name is not None)
             report: Future[list[StagedFile]] | None = None
             try:
-                if config.model_name and fit.search is not None:
-                    staged_model = stage_model(model, config, described.explanation)
                 summary.timings_seconds = dict(timer.seconds)
                 summary.finished_at = datetime.now(UTC).isoformat(timespec="seconds")
                 drawn = drawing.submit(self._stage_summary_files, summary, projection_2d)
                 report = drawn
+                if config.model_name and fit.search is not None:
+                    # Beside the drawing: the model (its drift reference computed now) is
+                    # not part of the summary or the report.
+                    staged_model = stage_model(model, config, described)
 
                 def report_staged() -> None:
                     staged_files.extend(drawn.result())

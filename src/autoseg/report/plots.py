@@ -109,9 +109,15 @@ def _new_figure(width: float, height: float) -> Figure:
     return figure
 
 
+# zlib level of the PNGs: 3 encodes a report's six plots in 0.07 s instead of 0.12 s (level 6,
+# PIL's default) for 7% more bytes.
+PNG_COMPRESS_LEVEL = 3
+
+
 def _png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=DPI, facecolor="white")
+    figure.savefig(buffer, format="png", dpi=DPI, facecolor="white",
+                   pil_kwargs={"compress_level": PNG_COMPRESS_LEVEL})
     return buffer.getvalue()
 
 
