@@ -109,7 +109,8 @@ def test_refit_on_all_rows_moves_sample_centroids_to_the_table_optimum() -> None
     x, _ = make_blobs(4000, 3, centers=4, random_state=3)
     x = x.astype(np.float32)
     sample = _search(x[::10], [4])
-    centroids, inertia = search_module.refit_on_all_rows(x, sample.centroids, seed=0)
+    centroids, facts = search_module.refit_on_all_rows(x, sample.centroids, seed=0)
     labels = nearest_centroid(x, centroids)
     expected = sum(float(((x[labels == c] - centroids[c]) ** 2).sum()) for c in range(4))
-    assert inertia == pytest.approx(expected, rel=1e-3)
+    assert facts["engine"] == "lloyd"
+    assert facts["inertia"] == pytest.approx(expected, rel=1e-3)

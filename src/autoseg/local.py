@@ -17,6 +17,7 @@ import pyarrow as pa
 from autoseg.checks import CLUSTER_COLUMN, check_column_names, check_csv_header
 from autoseg.engine import InputInfo
 from autoseg.io.files import read_file
+from autoseg.lloyd import assign_in_blocks
 from autoseg.model import data_fingerprint, prepare_matrix
 from autoseg.names import parse_table_name
 from autoseg.search import assign_rows, refit_on_all_rows
@@ -136,15 +137,18 @@ class LocalEngine:
 
     def fit_all_rows(self, prepared: np.ndarray, centroids: np.ndarray) -> tuple[
             np.ndarray, dict[str, Any]]:
-        """One warm-started Lloyd run on every row (scikit-learn, or cuML on a GPU)."""
-        centroids, inertia = refit_on_all_rows(prepared, centroids, self.config.seed,
-                                               self.backend)
-        return centroids, {"done": True, "engine": "lloyd", "inertia": inertia}
+        """One warm-started Lloyd run on every row (in blocks on the cores, or cuML on a GPU)."""
+        centroids, facts = refit_on_all_rows(prepared, centroids, self.config.seed,
+                                             self.backend)
+        return centroids, {"done": True, **facts}
 
     def count(self, prepared: np.ndarray, centroids: np.ndarray,
               points: np.ndarray | None) -> tuple[list[int], SilhouetteScore | None]:
         """Assign every row (kept for the output table) and count the clusters."""
-        labels, _ = assign_rows(prepared, centroids, self.backend)
+        if self.backend.is_gpu:
+            labels, _ = assign_rows(prepared, centroids, self.backend)
+        else:
+            labels = assign_in_blocks(prepared, centroids)
         self._labels = labels
         sizes = np.bincount(labels, minlength=centroids.shape[0])
         return [int(s) for s in sizes], None

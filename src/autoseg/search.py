@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from autoseg.kmeans import KMeansFit, fit_optimum
+from autoseg.lloyd import LLOYD_MAX_ITER, LLOYD_TOL, refit_in_blocks
 from autoseg.parallel import map_on_cores
 from autoseg.silhouette import rank_silhouettes
 
@@ -301,15 +302,26 @@ def _no_valid_k(candidates: dict[int, KCandidate]) -> Exception:
 
 
 def refit_on_all_rows(
-    x: np.ndarray, centroids: np.ndarray, seed: int, backend: Backend | None = None
-) -> tuple[np.ndarray, float]:
+    x: Any, centroids: np.ndarray, seed: int, backend: Backend | None = None
+) -> tuple[np.ndarray, dict[str, Any]]:
     """Lloyd iterations on every row, started from centroids found on a sample.
 
     The k search runs on a sample (restarts are cheap there); one warm-started fit on all rows
-    then moves the centroids to the whole table's optimum. Returns the centroids and inertia.
+    then moves the centroids to the whole table's optimum, with scikit-learn's stopping rule.
+    On the host this is :func:`autoseg.lloyd.refit_in_blocks` (no copy of the matrix; see its
+    module for why not scikit-learn's ``KMeans``), on a GPU with cuML it is cuML's KMeans.
+
+    Returns
+    -------
+    tuple
+        The (k, d) float32 centroids and facts for the summary (engine, iterations, inertia).
     """
     backend = default_backend(backend)
+    if not backend.uses_cuml:
+        fitted, facts = refit_in_blocks(backend.to_host(x), centroids)
+        return fitted, {"engine": "lloyd", **facts}
     model = backend.kmeans(centroids.shape[0], init=centroids.astype(np.float32), n_init=1,
-                           seed=seed)
+                           seed=seed, tol=LLOYD_TOL, max_iter=LLOYD_MAX_ITER)
     model.fit(backend.to_device(x, np.float32))
-    return np.asarray(model.cluster_centers_, dtype=np.float32), float(model.inertia_)
+    return (np.asarray(model.cluster_centers_, dtype=np.float32),
+            {"engine": "cuml", "iterations": model.n_iter_, "inertia": float(model.inertia_)})

@@ -9,40 +9,17 @@ import dask
 import numpy as np
 
 from autoseg.backend import Backend, DaskGPURefitUnavailable, dask_kmeans_refit
+from autoseg.lloyd import (
+    LLOYD_MAX_ITER,
+    block_moments,
+    block_totals,
+    lloyd_iterations,
+    tolerance_from_moments,
+)
 from autoseg.search import nearest_centroid
 from autoseg.silhouette import SilhouetteScore, distance_sums, silhouette_from_sums
 
 log = logging.getLogger(__name__)
-
-# scikit-learn KMeans defaults, so the distributed refit stops where refit_on_all_rows stops.
-LLOYD_MAX_ITER = 300
-
-
-LLOYD_TOL = 1e-4
-
-
-
-
-def _block_moments(block: np.ndarray) -> np.ndarray:
-    """Row count, column sums and column sums of squares (float64), for the tolerance."""
-    b = block.astype(np.float64)
-    return np.concatenate([[b.shape[0]], b.sum(axis=0), (b * b).sum(axis=0)])
-
-
-def _block_lloyd(block: np.ndarray, centroids: np.ndarray) -> np.ndarray:
-    """One block's Lloyd statistics: per-cluster sums and counts, and its inertia.
-
-    Packed into one float64 vector (k*d sums, k counts, inertia) so the cross-block sum is a
-    single array addition.
-    """
-    k, d = centroids.shape
-    labels = nearest_centroid(block, centroids)
-    sums = np.zeros((k, d), dtype=np.float64)
-    np.add.at(sums, labels, block.astype(np.float64))
-    counts = np.bincount(labels, minlength=k).astype(np.float64)
-    diff = block - centroids[labels]
-    inertia = float((diff.astype(np.float64) ** 2).sum())
-    return np.concatenate([sums.ravel(), counts, [inertia]])
 
 
 def _tree_sum(parts: list[Any]) -> Any:
@@ -63,9 +40,9 @@ def fit_all_rows(
     ``KMeans(init=centroids, n_init=1, algorithm="lloyd")``): the same stopping rule (squared
     centroid shift <= ``1e-4`` x the mean column variance, at most 300 iterations). Each
     iteration is one pass over the prepared matrix: per block, nearest centroid and
-    per-cluster sums and counts; a tree sum; the k x d update on the client. An empty cluster
-    keeps its previous centroid (scikit-learn would move it to a far point; with warm starts
-    from a sample whose clusters are all non-empty this does not happen in practice).
+    per-cluster sums and counts (:func:`autoseg.lloyd.block_totals`); a tree sum; the k x d
+    update on the client (:func:`autoseg.lloyd.lloyd_iterations`, which the local refit
+    shares).
 
     On a GPU backend with cuML, when every worker has a GPU, cuML's multi-GPU KMeans does the
     fit instead (``backend.dask_kmeans_refit``, with the same tolerance); if it cannot run or
@@ -91,37 +68,21 @@ def fit_all_rows(
         The centroids (float32, k x d) and facts for the summary (engine, iterations, inertia).
     """
     blocks = x.to_delayed().ravel().tolist()
-    moments = dask.compute(_tree_sum([dask.delayed(_block_moments)(b) for b in blocks]))[0]
-    n, d = int(moments[0]), x.shape[1]
-    mean = moments[1:1 + d] / n
-    variance = np.maximum(moments[1 + d:] / n - mean * mean, 0.0)
-    tol = float(variance.mean() * LLOYD_TOL)
+    moments = dask.compute(_tree_sum([dask.delayed(block_moments)(b) for b in blocks]))[0]
+    tol = tolerance_from_moments(moments, x.shape[1])
     if backend is not None and backend.uses_cuml and client is not None:
         try:
             return dask_kmeans_refit(x, centroids, tol=tol, seed=seed, client=client,
                                      max_iter=LLOYD_MAX_ITER)
         except DaskGPURefitUnavailable as exc:
             log.info("dask: cuml.dask refit not used (%s); refitting with Dask Lloyd", exc)
-    current = centroids.astype(np.float32)
-    k = current.shape[0]
-    inertia = float("nan")
-    iterations = 0
-    shift = float("inf")
-    while iterations < LLOYD_MAX_ITER:
-        iterations += 1
-        total = dask.compute(_tree_sum([dask.delayed(_block_lloyd)(b, current)
-                                        for b in blocks]))[0]
-        sums, counts = total[: k * d].reshape(k, d), total[k * d: k * d + k]
-        inertia = float(total[-1])  # of the assignment to ``current``
-        updated = current.astype(np.float64).copy()
-        filled = counts > 0
-        updated[filled] = sums[filled] / counts[filled, None]
-        shift = float(((updated - current) ** 2).sum())
-        current = updated.astype(np.float32)
-        if shift <= tol:
-            break
-    return current, {"done": True, "engine": "dask-lloyd", "iterations": iterations,
-                     "inertia": inertia, "final_shift": shift, "tolerance": tol}
+
+    def totals_of(current: np.ndarray) -> np.ndarray:
+        return dask.compute(_tree_sum([dask.delayed(block_totals)(b, current)
+                                       for b in blocks]))[0]
+
+    fitted, facts = lloyd_iterations(totals_of, centroids, moments)
+    return fitted, {"done": True, "engine": "dask-lloyd", **facts}
 
 
 def _block_sizes_and_sums(block: np.ndarray, centroids: np.ndarray, points: np.ndarray | None,
