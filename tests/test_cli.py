@@ -277,6 +277,7 @@ SAMPLES: dict[str, tuple[str, Any]] = {
     "max_clusters": ("4", 4),
     "num_clusters": ("3", 3),
     "ignore_columns": ("a,b", ("a", "b")),
+    "keep_columns": ("a,b", ("a", "b")),
     "dimension_reduction_threshold": ("7", 7),
     "min_cluster_size": ("0.05", "0.05"),
     "prefer_stable": ("true", True),
@@ -523,6 +524,11 @@ ERROR_CASES: list[tuple[str, Callable[[Workspace], list[str]], int, str]] = [
      lambda w: ["--input-table", _csv(w.root, "dup.csv", "spend,visits,spend\n"
                                       + "".join(f"{i},{i % 7},{i * 2}\n" for i in range(20)))],
      3, r"--input-table='.*dup\.csv' has two columns named 'spend': rename one"),
+    ("unknown-keep-column", lambda w: ["--input-table", "s.t", "--keep-columns", "gendr"], 3,
+     r"--keep-columns='gendr' is not a column of the input: use one of its columns"),
+    ("keep-and-ignore-a-column",
+     lambda w: ["--input-table", "s.t", "--keep-columns", "a,b", "--ignore-columns", "time,b"],
+     2, r"--keep-columns and --ignore-columns both name 'b': remove it from one"),
     ("existing-cluster-id", lambda w: ["--input-table", "s.cid"], 3,
      r"--input-table already has a 'cluster_id' column: drop or rename it"),
     ("reuse-without-model-name", lambda w: ["--input-table", "s.t", "--no-force-refit"], 2,
@@ -687,6 +693,27 @@ def test_internal_error_exit_1(
     assert result.error_lines == [
         "autoseg: error: internal error (a bug); please report it with the log above"
     ]
+
+
+def test_out_of_memory_exit_6_writes_nothing(
+    ws: Workspace, invoke: Callable, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The allocation fails in the middle of the run (the k search), after the pre-flight.
+    def no_memory(*_: object, **__: object) -> None:
+        raise MemoryError
+
+    monkeypatch.setattr("autoseg.pipeline.search_candidates", no_memory)
+    tables_before = db_snapshot(ws.db)
+    files_before = file_snapshot(ws.root)
+    result = invoke(ws.args("--input-table", "s.t", "--output-table", "s.out",
+                            "--model-name", "m"))
+    assert result.code == 6
+    assert len(result.error_lines) == 1
+    assert result.error_lines[0].startswith("autoseg: error: out of memory: ")
+    assert "Traceback" not in result.err
+    assert db_snapshot(ws.db) == tables_before
+    assert file_snapshot(ws.root) == files_before
+    assert not ws.models.exists()
 
 
 def test_sigterm_exit_130(ws: Workspace, invoke: Callable,

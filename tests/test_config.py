@@ -72,6 +72,8 @@ def test_parameter_table_and_run_config_agree() -> None:
             continue
         value = getattr(config, param.name)
         expected = Path(param.default) if param.kind == "path" else param.default
+        if param.kind == "list":
+            expected = tuple(param.default or ())  # a list parameter is a tuple, () for none
         assert value == expected, param.name
 
 

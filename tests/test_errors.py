@@ -15,6 +15,7 @@ from autoseg.errors import (
     EXIT_INPUT,
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
+    EXIT_MEMORY,
     EXIT_SERVICE,
     EXIT_USAGE,
     INTERNAL_MESSAGE,
@@ -101,6 +102,13 @@ def test_duckdb_io_errors_are_store_errors(tmp_path: Path) -> None:
     code, message = classify(raised.value)
     assert code == EXIT_SERVICE
     assert message.startswith("the DuckDB store failed: ")
+
+
+def test_memory_error_is_out_of_memory_not_a_bug() -> None:
+    code, message = classify(MemoryError())
+    assert code == EXIT_MEMORY == 6
+    assert message.startswith("out of memory: ") and "nothing was written" in message
+    assert "raise the memory limit" in message
 
 
 def test_ctrl_c_and_bugs() -> None:

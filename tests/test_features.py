@@ -408,3 +408,124 @@ def test_column_text_names_integer_categories_as_written() -> None:
     # learnt from the values present (1), so both must read 1.
     series = pd.Series(pd.Categorical([1, 2, None, 1]))
     assert list(column_text(series)) == ["1", "2", pd.NA, "1"]
+
+
+def _segments_with_noise(n: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """Four planted segments in spend, visits and channel; a uniform signup date and a
+    region drawn regardless of the segment."""
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(0, 4, n)
+    frame = pd.DataFrame({
+        "spend": rng.lognormal(np.array([3.0, 4.5, 6.0, 4.5])[truth], 0.25),
+        "visits": rng.normal(np.array([2.0, 8.0, 4.0, 2.0])[truth], 0.8),
+        "channel": np.where(rng.random(n) < np.array([0.95, 0.05, 0.95, 0.05])[truth],
+                            "app", "web"),
+        "signup_date": pd.Timestamp("2020-01-01")
+        + pd.to_timedelta(rng.integers(0, 2000, n), unit="D"),
+        "region": rng.choice(["north", "south", "east", "west", "central"], n),
+    })
+    return frame, truth
+
+
+def test_columns_independent_of_every_other_column_are_left_out_with_the_reason() -> None:
+    frame, truth = _segments_with_noise(6000, seed=11)
+    spec = fit_features(frame)
+    dropped = _dropped(spec)
+    assert spec.used_columns == ["spend", "visits", "channel"]
+    for column in ("signup_date", "region"):
+        assert dropped[column].startswith("independent of every other column (chi-square test")
+        assert "shares no segment structure" in dropped[column]
+    # The left-out columns are not in the matrix; the planted segments are found without them.
+    matrix, _ = spec.transform(frame)
+    assert matrix.shape[1] == len(spec.matrix_columns) == 2 + 2
+    result = search_k(matrix, [2, 3, 4, 5, 6], restarts=4, seed=0, exact_max_rows=10_000,
+                      sample_size=3000)
+    assert result.chosen_k == 4
+    from sklearn.metrics import adjusted_rand_score
+    assert adjusted_rand_score(truth, result.labels) > 0.9
+    # Saved and re-applied, the spec leaves them out the same way.
+    again = FeatureSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
+    assert _dropped(again)["region"] == dropped["region"]
+
+
+def test_dependence_without_correlation_counts() -> None:
+    # Four clusters at the corners of a diamond: x and y are uncorrelated, yet each decides
+    # where the other can be. A linear test would call them independent; the binned test
+    # must not.
+    rng = np.random.default_rng(12)
+    n = 4000
+    corner = rng.integers(0, 4, n)
+    frame = pd.DataFrame({
+        "x": np.array([0.0, 10.0, 0.0, -10.0])[corner] + rng.normal(0, 1, n),
+        "y": np.array([10.0, 0.0, -10.0, 0.0])[corner] + rng.normal(0, 1, n),
+        "noise": rng.normal(0, 1, n),
+    })
+    assert abs(np.corrcoef(frame["x"], frame["y"])[0, 1]) < 0.05
+    spec = fit_features(frame)
+    assert spec.used_columns == ["x", "y"]
+    assert _dropped(spec)["noise"].startswith("independent of every other column")
+
+
+def test_a_table_of_mutually_independent_columns_keeps_them_all() -> None:
+    # No pair shares structure, so there is no "structured rest" to protect: nothing is left
+    # out (the same for a small table, where the test has little power).
+    for n in (200, 5000):
+        spec = fit_features(_frame(n, seed=3))
+        assert not any(r.startswith("independent") for r in _dropped(spec).values())
+        assert {"spend", "age", "plan", "member", "joined"} <= set(spec.used_columns)
+
+
+def test_a_column_is_kept_when_it_depends_on_any_other_one() -> None:
+    rng = np.random.default_rng(13)
+    n = 3000
+    a = rng.normal(0, 1, n)
+    frame = pd.DataFrame({
+        "a": a,
+        "b": a + rng.normal(0, 1, n),  # depends on a
+        "c": rng.normal(0, 1, n),
+        "d": np.where(rng.random(n) < 0.5, "x", "y"),
+    })
+    frame["e"] = frame["c"] * np.where(frame["d"] == "x", 1.0, 3.0)  # c and d through e only
+    spec = fit_features(frame)
+    assert set(spec.used_columns) == {"a", "b", "c", "d", "e"}
+
+
+def test_keep_columns_are_never_left_out_as_independent() -> None:
+    frame, _ = _segments_with_noise(6000, seed=11)
+    spec = fit_features(frame, keep_columns=("region",))
+    assert spec.used_columns == ["spend", "visits", "channel", "region"]
+    assert _dropped(spec)["signup_date"].startswith("independent of every other column")
+    # Keeping every column but one still screens that one.
+    spec = fit_features(frame, keep_columns=("spend", "visits", "channel", "region"))
+    assert "signup_date" not in spec.used_columns
+    # A kept column that cannot be prepared is still left out for that reason.
+    frame["constant"] = 1.0
+    spec = fit_features(frame, keep_columns=("constant",))
+    assert "constant" not in spec.used_columns
+
+
+@pytest.mark.parametrize("value", ["other", "missing"])
+def test_a_value_named_like_a_folded_level_is_that_level(value: str) -> None:
+    # "other" and "missing" are common category values; the folded rare values (the missing
+    # rows) join the value's level instead of making a second level of the same name.
+    rng = np.random.default_rng(14)
+    n = 3000
+    frame = pd.DataFrame({"a": rng.normal(size=n)})
+    frame["b"] = frame["a"] + rng.normal(size=n)
+    choices = ["male", "female", value] + [f"rare{i}" for i in range(30)]
+    shares = [0.45, 0.40, 0.12] + [0.03 / 30] * 30
+    frame["g"] = pd.Series(rng.choice(choices, n, p=shares), dtype=object)
+    frame.loc[:40, "g"] = None
+    spec = fit_features(frame, keep_columns=("g",))
+    (cat,) = spec.categorical
+    assert sorted(cat.levels) == sorted(["male", "female", "other", "missing"])
+    assert len(spec.matrix_columns) == len(set(spec.matrix_columns))
+    readable = spec.readable(frame)["g"]
+    assert readable[frame["g"] == value].eq(value).all()
+    assert readable[frame["g"].str.startswith("rare", na=False)].eq("other").all()
+    assert readable[frame["g"].isna()].eq("missing").all()
+    matrix, _ = spec.transform(frame)
+    # every row is exactly one level of g: one one-hot column set, none always zero
+    onehot = matrix[:, -len(cat.levels):]
+    assert (onehot > 0).sum(axis=1).tolist() == [1] * n
+    assert (onehot > 0).any(axis=0).all()

@@ -109,6 +109,23 @@ def test_mall_customers_csv_keeps_zero_padded_ids(tmp_path: Path) -> None:
     assert result.summary["rows_read"] == 200
 
 
+def test_a_column_independent_of_the_others_is_left_out_unless_kept(tmp_path: Path) -> None:
+    # The demo's region is drawn regardless of the segment and of every other column.
+    _write_demo(tmp_path)
+    result = run(_config(tmp_path, input_table="demo.customers", model_name="m"))
+    dropped = {d["column"]: d["reason"] for d in result.summary["columns_dropped"]}
+    assert dropped["region"].startswith("independent of every other column (chi-square test")
+    assert "region" not in result.summary["columns_used"]
+    # Reused, the saved model leaves it out the same way (no second screen on new rows).
+    again = run(_config(tmp_path, input_table="demo.customers", model_name="m",
+                        force_refit=False))
+    assert list(again.labels) == list(result.labels)
+    kept = run(_config(tmp_path, input_table="demo.customers", keep_columns="region"))
+    assert "region" in kept.summary["columns_used"]
+    assert "region" not in {d["column"] for d in kept.summary["columns_dropped"]}
+    assert kept.summary["parameters"]["keep_columns"] == ["region"]
+
+
 @needs_data
 def test_penguins_with_species_ignored(tmp_path: Path) -> None:
     result = run(_config(tmp_path, input_table=str(DATA / "penguins.csv"),

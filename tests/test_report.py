@@ -47,7 +47,9 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> Runs:
     once normally and once with ``hide_table_contents``."""
     tmp = tmp_path_factory.mktemp("report")
     frame, _ = make_customers(800)
-    frame[HOSTILE] = np.random.default_rng(3).normal(size=len(frame))
+    # Related to the spend (a column independent of every other one would be left out).
+    frame[HOSTILE] = np.log1p(frame["annual_spend"]) + np.random.default_rng(3).normal(
+        0.0, 0.5, size=len(frame))
     # A text column whose only value is the sentinel e-mail, a category level that is the
     # sentinel in one row, and a numeric maximum that exists in one row only.
     frame["contact_email"] = pd.Series([None] * len(frame), dtype="string")

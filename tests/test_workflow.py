@@ -229,7 +229,7 @@ def test_every_parameter_is_read_by_its_params_file_name(tmp_path: Path) -> None
     values = {
         "input_table": "shop.customers", "output_table": "shop.segments", "model_name": "m1",
         "force_refit": True, "output_mode": "append", "min_clusters": 3, "max_clusters": 4,
-        "num_clusters": 3, "ignore_columns": ["time", "customer_id"],
+        "num_clusters": 3, "ignore_columns": ["time", "customer_id"], "keep_columns": ["region"],
         "dimension_reduction_threshold": 7, "min_cluster_size": "0.05", "prefer_stable": True,
         "stability_runs": 2, "export_feature_importance": "imp", "export_shap_values": "shap",
         "export_segment_rules": "rules", "segment_rules": True, "hide_table_contents": True,

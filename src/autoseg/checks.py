@@ -66,6 +66,12 @@ def check_input(info: InputInfo, engine: Engine, config: RunConfig,
     unknown = [c for c in config.ignore_columns if c not in info.columns and c != "time"]
     if unknown:
         log.warning("--ignore-columns: %s not in the input; ignored", ", ".join(map(repr, unknown)))
+    unknown = [c for c in config.keep_columns if c not in info.columns]
+    if unknown:
+        raise InputDataError(
+            f"--keep-columns={unknown[0]!r} is not a column of the input: use one of its "
+            "columns"
+        )
     if config.rowid_column:
         if config.rowid_column not in info.columns:
             raise InputDataError(

@@ -79,7 +79,8 @@ app = typer.Typer(
     help=(
         "Segment any table with k-means, pick k by mean silhouette, and write the labelled "
         "table, a run summary and a saved model. Exit codes: 0 ok, 1 internal error, "
-        "2 usage, 3 input data, 4 external service, 5 local file system, 130 interrupted."
+        "2 usage, 3 input data, 4 external service, 5 local file system, 6 out of memory, "
+        "130 interrupted."
     ),
     epilog=_options_epilog(),
     add_completion=False,

@@ -72,6 +72,9 @@ PARAMETERS: tuple[Parameter, ...] = (
     Parameter("num_clusters", "int", None, "Fixed k; skips the search.", minimum=2),
     Parameter("ignore_columns", "list", ("time",),
               "Comma-separated columns left out of clustering (still copied to the output)."),
+    Parameter("keep_columns", "list", None,
+              "Comma-separated columns always clustered on, even when independent of every "
+              "other column (which are otherwise left out: they share no segment structure)."),
     Parameter("dimension_reduction_threshold", "int", 50,
               "Project the prepared features to this many PCA components when there are more.",
               minimum=1),
@@ -193,6 +196,7 @@ class _RunConfigMethods:
         data["output_dir"] = str(self.output_dir)
         data["model_dir"] = str(self.model_dir)
         data["ignore_columns"] = list(self.ignore_columns)
+        data["keep_columns"] = list(self.keep_columns)
         return data
 
 
@@ -359,6 +363,7 @@ def build_config(given: Mapping[str, Any], params_file: Path | None = None) -> R
         values[name] = Path(values[name])
     values["output_mode"] = OUTPUT_MODES[values["output_mode"]]
     values["ignore_columns"] = tuple(values["ignore_columns"])
+    values["keep_columns"] = tuple(values["keep_columns"] or ())
     _check_consistency(values)
     return RunConfig(**values)
 
@@ -374,6 +379,11 @@ def _check_consistency(values: dict[str, Any]) -> None:
         raise UsageError(
             f"--min-clusters={values['min_clusters']} must be <= "
             f"--max-clusters={values['max_clusters']}"
+        )
+    both = [c for c in values["keep_columns"] if c in values["ignore_columns"]]
+    if both:
+        raise UsageError(
+            f"--keep-columns and --ignore-columns both name {both[0]!r}: remove it from one"
         )
     on_dask = bool(values["dask"] or values["dask_scheduler"])
     if on_dask:

@@ -17,6 +17,7 @@ Exit codes
 5  local file system error: a file or directory could not be written or read during the run
    (full disk, quota, permissions, read-only file system, I/O error); the message names the
    path and the fix
+6  out of memory: an allocation failed (Python's ``MemoryError``); nothing was written
 130 interrupted (SIGINT/SIGTERM); the message says whether anything was written
 """
 
@@ -32,9 +33,15 @@ EXIT_USAGE = 2
 EXIT_INPUT = 3
 EXIT_SERVICE = 4
 EXIT_FILESYSTEM = 5
+EXIT_MEMORY = 6
 EXIT_INTERRUPTED = 130
 
 INTERNAL_MESSAGE = "internal error (a bug); please report it with the log above"
+MEMORY_MESSAGE = (
+    "out of memory: the run needs more memory than this machine or container allows; nothing "
+    "was written: raise the memory limit, or run on a Dask cluster (--dask local or "
+    "--dask-scheduler)"
+)
 
 
 class AutosegError(Exception):
@@ -183,8 +190,8 @@ def classify(exc: BaseException) -> tuple[int, str]:
 
     The single mapping used by the CLI and by every other entry point (a workflow task, say):
     an :class:`AutosegError` keeps its own code and message; an operating-system error is
-    exit 5 naming the path and the fix (network errors are exit 4); Ctrl-C is exit 130;
-    anything else is a bug (exit 1, "internal error").
+    exit 5 naming the path and the fix (network errors are exit 4); a ``MemoryError`` is exit 6;
+    Ctrl-C is exit 130; anything else is a bug (exit 1, "internal error").
 
     Parameters
     ----------
@@ -200,6 +207,10 @@ def classify(exc: BaseException) -> tuple[int, str]:
         return exc.exit_code, _one_line(str(exc))
     if isinstance(exc, KeyboardInterrupt):
         return EXIT_INTERRUPTED, "interrupted; nothing was written"
+    if isinstance(exc, MemoryError):
+        # A failed allocation is the machine's limit, not a bug (the kernel's OOM kill is
+        # another matter: it ends the process with 137 before any handler runs).
+        return EXIT_MEMORY, MEMORY_MESSAGE
     module = type(exc).__module__ or ""
     if module.startswith(("duckdb", "_duckdb")) and type(exc).__name__ in (
             "IOException", "OutOfMemoryException", "PermissionException"):

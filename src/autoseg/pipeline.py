@@ -304,7 +304,8 @@ class _Run:
         matrix, then the refit on every row."""
         config, engine, timer = self.config, self.engine, self.timer
         with timer.stage("features"):
-            spec = fit_features(engine.take(rows.features), config.ignore_columns)
+            spec = fit_features(engine.take(rows.features), config.ignore_columns,
+                                config.keep_columns)
         with timer.stage("reduce"):
             projection = self._fit_projection(spec, rows)
         with timer.stage("prepare_all"):
