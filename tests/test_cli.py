@@ -529,6 +529,9 @@ ERROR_CASES: list[tuple[str, Callable[[Workspace], list[str]], int, str]] = [
     ("keep-and-ignore-a-column",
      lambda w: ["--input-table", "s.t", "--keep-columns", "a,b", "--ignore-columns", "time,b"],
      2, r"--keep-columns and --ignore-columns both name 'b': remove it from one"),
+    ("keep-the-default-ignored-time", lambda w: ["--input-table", "s.t", "--keep-columns", "time"],
+     2, r"--keep-columns and --ignore-columns both name 'time' \(--ignore-columns is `time` "
+        r"unless given\): remove it from one"),
     ("existing-cluster-id", lambda w: ["--input-table", "s.cid"], 3,
      r"--input-table already has a 'cluster_id' column: drop or rename it"),
     ("reuse-without-model-name", lambda w: ["--input-table", "s.t", "--no-force-refit"], 2,

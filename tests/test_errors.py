@@ -107,8 +107,15 @@ def test_duckdb_io_errors_are_store_errors(tmp_path: Path) -> None:
 def test_memory_error_is_out_of_memory_not_a_bug() -> None:
     code, message = classify(MemoryError())
     assert code == EXIT_MEMORY == 6
-    assert message.startswith("out of memory: ") and "nothing was written" in message
+    assert message.startswith("out of memory: ")
     assert "raise the memory limit" in message
+
+
+def test_cupy_out_of_memory_names_the_gpu() -> None:
+    gpu_error = type("OutOfMemoryError", (MemoryError,), {"__module__": "cupy.cuda.memory"})
+    code, message = classify(gpu_error("out of memory to allocate 800000000 bytes"))
+    assert code == EXIT_MEMORY
+    assert message.startswith("out of GPU memory: ") and "--device cpu" in message
 
 
 def test_ctrl_c_and_bugs() -> None:

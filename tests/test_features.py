@@ -433,8 +433,10 @@ def test_columns_independent_of_every_other_column_are_left_out_with_the_reason(
     dropped = _dropped(spec)
     assert spec.used_columns == ["spend", "visits", "channel"]
     for column in ("signup_date", "region"):
-        assert dropped[column].startswith("independent of every other column (chi-square test")
-        assert "shares no segment structure" in dropped[column]
+        assert dropped[column].startswith("independent of every other column (no dependence "
+                                          "found by chi-square and rank-correlation tests on")
+        assert dropped[column].endswith("shares no segment structure with them; keep it with "
+                                        "--keep-columns")
     # The left-out columns are not in the matrix; the planted segments are found without them.
     matrix, _ = spec.transform(frame)
     assert matrix.shape[1] == len(spec.matrix_columns) == 2 + 2
@@ -529,3 +531,35 @@ def test_a_value_named_like_a_folded_level_is_that_level(value: str) -> None:
     onehot = matrix[:, -len(cat.levels):]
     assert (onehot > 0).sum(axis=1).tolist() == [1] * n
     assert (onehot > 0).any(axis=0).all()
+
+
+def test_small_tables_are_not_screened() -> None:
+    # Under INDEPENDENCE_MIN_ROWS rows the tests cannot tell independent from weakly dependent.
+    frame, _ = _segments_with_noise(600, seed=11)
+    spec = fit_features(frame)
+    assert {"signup_date", "region"} <= set(spec.used_columns)
+
+
+def test_a_weak_monotone_dependence_keeps_the_column() -> None:
+    # Correlated 0.15 with x: too weak for the chi-square test's 81 cells at these rows, plain
+    # for the rank correlation; the column of pure noise still goes.
+    rng = np.random.default_rng(15)
+    n = 3000
+    x = rng.normal(size=n)
+    frame = pd.DataFrame({
+        "x": x,
+        "y": x + rng.normal(size=n),
+        "weak": 0.15 * x + np.sqrt(1 - 0.15 ** 2) * rng.normal(size=n),
+        "noise": rng.normal(size=n),
+    })
+    spec = fit_features(frame)
+    assert spec.used_columns == ["x", "y", "weak"]
+    assert _dropped(spec)["noise"].startswith("independent of every other column")
+
+
+def test_the_text_missing_with_missing_values_is_a_single_value() -> None:
+    frame = pd.DataFrame({"a": np.arange(40.0), "b": np.arange(40.0) % 7,
+                          "note": ["missing"] * 20 + [None] * 20})
+    spec = fit_features(frame)
+    assert _dropped(spec)["note"] == "single value"
+    spec.readable(frame)  # no duplicate category

@@ -66,12 +66,6 @@ def check_input(info: InputInfo, engine: Engine, config: RunConfig,
     unknown = [c for c in config.ignore_columns if c not in info.columns and c != "time"]
     if unknown:
         log.warning("--ignore-columns: %s not in the input; ignored", ", ".join(map(repr, unknown)))
-    unknown = [c for c in config.keep_columns if c not in info.columns]
-    if unknown:
-        raise InputDataError(
-            f"--keep-columns={unknown[0]!r} is not a column of the input: use one of its "
-            "columns"
-        )
     if config.rowid_column:
         if config.rowid_column not in info.columns:
             raise InputDataError(
@@ -85,7 +79,16 @@ def check_input(info: InputInfo, engine: Engine, config: RunConfig,
             )
     if saved_model is not None:
         saved_model.spec.check_columns(info.meta)
+        if config.keep_columns:
+            log.warning("--keep-columns applies when a model is fitted: the reused model keeps "
+                        "the columns it was fitted with (refit with --force-refit to change them)")
         return
+    unknown = [c for c in config.keep_columns if c not in info.columns]
+    if unknown:
+        raise InputDataError(
+            f"--keep-columns={unknown[0]!r} is not a column of the input: use one of its "
+            "columns"
+        )
     needed = config.num_clusters or config.max_clusters
     if info.n_rows < needed + 1:
         option = "--num-clusters" if config.num_clusters else "--max-clusters"

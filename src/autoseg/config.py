@@ -382,8 +382,10 @@ def _check_consistency(values: dict[str, Any]) -> None:
         )
     both = [c for c in values["keep_columns"] if c in values["ignore_columns"]]
     if both:
+        default = " (--ignore-columns is `time` unless given)" if both[0] == "time" else ""
         raise UsageError(
-            f"--keep-columns and --ignore-columns both name {both[0]!r}: remove it from one"
+            f"--keep-columns and --ignore-columns both name {both[0]!r}{default}: remove it "
+            "from one"
         )
     on_dask = bool(values["dask"] or values["dask_scheduler"])
     if on_dask:

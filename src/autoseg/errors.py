@@ -17,7 +17,7 @@ Exit codes
 5  local file system error: a file or directory could not be written or read during the run
    (full disk, quota, permissions, read-only file system, I/O error); the message names the
    path and the fix
-6  out of memory: an allocation failed (Python's ``MemoryError``); nothing was written
+6  out of memory: an allocation failed (Python's ``MemoryError``, CuPy's out-of-memory error)
 130 interrupted (SIGINT/SIGTERM); the message says whether anything was written
 """
 
@@ -38,9 +38,12 @@ EXIT_INTERRUPTED = 130
 
 INTERNAL_MESSAGE = "internal error (a bug); please report it with the log above"
 MEMORY_MESSAGE = (
-    "out of memory: the run needs more memory than this machine or container allows; nothing "
-    "was written: raise the memory limit, or run on a Dask cluster (--dask local or "
-    "--dask-scheduler)"
+    "out of memory: the run needs more memory than this machine or container allows: raise "
+    "the memory limit, or run on a Dask cluster (--dask local or --dask-scheduler)"
+)
+GPU_MEMORY_MESSAGE = (
+    "out of GPU memory: the run needs more memory than the GPU has: run with --device cpu, on "
+    "a GPU with more memory, or on a Dask cluster (--dask local or --dask-scheduler)"
 )
 
 
@@ -209,7 +212,10 @@ def classify(exc: BaseException) -> tuple[int, str]:
         return EXIT_INTERRUPTED, "interrupted; nothing was written"
     if isinstance(exc, MemoryError):
         # A failed allocation is the machine's limit, not a bug (the kernel's OOM kill is
-        # another matter: it ends the process with 137 before any handler runs).
+        # another matter: it ends the process with 137 before any handler runs). CuPy's
+        # OutOfMemoryError is a MemoryError too: the GPU's memory, with another fix.
+        if type(exc).__module__.startswith("cupy"):
+            return EXIT_MEMORY, GPU_MEMORY_MESSAGE
         return EXIT_MEMORY, MEMORY_MESSAGE
     module = type(exc).__module__ or ""
     if module.startswith(("duckdb", "_duckdb")) and type(exc).__name__ in (

@@ -92,17 +92,22 @@ _EPOCH = pd.Timestamp("1970-01-01")
 # tables, so its cost stays near INDEPENDENCE_CELL_BUDGET row x column-pair visits)...
 INDEPENDENCE_ROWS = 20_000
 INDEPENDENCE_CELL_BUDGET = 400_000_000
+# ...and at least: on fewer rows the tests cannot tell "independent" from "weakly dependent"
+# (at 500 rows a column correlated 0.25 with another was called independent in most draws of
+# the chi-square test alone), so a smaller table, or one too wide for the budget, is not
+# screened (every column is kept)...
 INDEPENDENCE_MIN_ROWS = 1_000
 # ...the quantile bins of a numeric column (at most; fewer on small tables, so that a numeric
 # x numeric table expects at least INDEPENDENCE_MIN_CELL rows per cell)...
 INDEPENDENCE_MAX_BINS = 10
 INDEPENDENCE_MIN_CELL = 5
-# ...and the family-wise level over all pairs (Bonferroni): the chance that a table of mutually
+# ...and the family-wise level over all tests (Bonferroni): the chance that a table of mutually
 # independent columns shows a "dependent" pair by chance, and so loses the others, is 0.1%.
 INDEPENDENCE_ALPHA = 0.001
 INDEPENDENT_REASON = (
-    "independent of every other column (chi-square test, p >= {threshold:.0e} against each): "
-    "it shares no segment structure with them"
+    "independent of every other column (no dependence found by chi-square and rank-correlation "
+    "tests on {rows} rows, p >= {threshold:.2g} against each): it shares no segment structure "
+    "with them; keep it with --keep-columns"
 )
 # Python types whose equal values always have the same text (see column_text).
 _TEXT_KEYS = frozenset({str, datetime.date})
@@ -455,28 +460,56 @@ def _leave_out_independent(spec: FeatureSpec, frame: pd.DataFrame, keep: set[str
     from the spec's features to its dropped columns."""
     if len(spec.used_columns) < 3 or not set(spec.used_columns) - keep:
         return  # two columns are either dependent on each other or both independent
-    found, threshold = independent_columns(spec, frame)
-    independent = [column for column in found if column not in keep]
+    screen = independent_columns(spec, frame)
+    if screen is None:
+        log.info("independence screen skipped: %d rows, %d columns (it needs at least %d rows "
+                 "within its budget of row x column-pair visits)", len(frame),
+                 len(spec.used_columns), INDEPENDENCE_MIN_ROWS)
+        return
+    independent = [column for column in screen.columns if column not in keep]
     if not independent:
         return
     left_out = set(independent)
-    reason = INDEPENDENT_REASON.format(threshold=threshold)
+    reason = INDEPENDENT_REASON.format(rows=screen.rows, threshold=screen.threshold)
     spec.dropped.extend(DroppedColumn(column, reason) for column in independent)
     spec.numeric = [f for f in spec.numeric if f.column not in left_out]
     spec.categorical = [f for f in spec.categorical if f.column not in left_out]
 
 
+@dataclass(frozen=True)
+class IndependenceScreen:
+    """What :func:`independent_columns` found.
+
+    Attributes
+    ----------
+    columns : list of str
+        The used columns no other used column depends on (in the spec's order; empty when
+        fewer than two dependent columns would remain).
+    threshold : float
+        The p-value threshold of each test (the family-wise level over the number of tests).
+    rows : int
+        Rows the tests read.
+    """
+
+    columns: list[str]
+    threshold: float
+    rows: int
+
+
 def independent_columns(spec: FeatureSpec, frame: pd.DataFrame,
-                        seed: int = 0) -> tuple[list[str], float]:
+                        seed: int = 0) -> IndependenceScreen | None:
     """The used columns of ``spec`` that no other used column depends on.
 
     Every pair of columns is tested for independence with Pearson's chi-square test on their
     contingency table: a numeric column (after the spec's scaling) cut into quantile bins, a
     two-valued column into its two values, a category into its kept levels. Binning makes the
     test see any dependence, not only a linear one (four round clusters at the corners of a
-    diamond have uncorrelated coordinates, yet strongly dependent ones). A column is
-    independent when no pair it is in rejects independence at ``INDEPENDENCE_ALPHA`` divided
-    by the number of pairs. Columns are reported only when at least two dependent ones remain.
+    diamond have uncorrelated coordinates, yet strongly dependent ones). Pairs of numeric
+    columns are also tested by the correlation of their bin ranks (a rank correlation), which
+    has far more power against a monotone dependence than the chi-square test's many cells.
+    A column is independent when no test of a pair it is in rejects independence at
+    ``INDEPENDENCE_ALPHA`` divided by the number of tests. Columns are reported only when at
+    least two dependent ones remain.
 
     Parameters
     ----------
@@ -490,18 +523,22 @@ def independent_columns(spec: FeatureSpec, frame: pd.DataFrame,
 
     Returns
     -------
-    tuple[list[str], float]
-        The independent columns (in the spec's order; empty when fewer than two dependent
-        columns would remain) and the per-pair p-value threshold used.
+    IndependenceScreen or None
+        What the tests found; ``None`` when there are too few rows for them to tell
+        independence from weak dependence (under ``INDEPENDENCE_MIN_ROWS``, or a table so wide
+        that the budget allows fewer rows).
     """
-    from scipy.special import chdtrc  # chi-square survival function; imported where used
+    from scipy.special import chdtrc, ndtr  # chi-square and normal tails; imported where used
 
     names = spec.used_columns
     n_columns = len(names)
+    n_numeric = len(spec.numeric)
     n_pairs = n_columns * (n_columns - 1) // 2
-    threshold = INDEPENDENCE_ALPHA / max(n_pairs, 1)
-    budget_rows = INDEPENDENCE_CELL_BUDGET // max(n_pairs, 1)
-    max_rows = int(min(INDEPENDENCE_ROWS, max(INDEPENDENCE_MIN_ROWS, budget_rows)))
+    n_tests = n_pairs + n_numeric * (n_numeric - 1) // 2
+    threshold = INDEPENDENCE_ALPHA / max(n_tests, 1)
+    max_rows = min(INDEPENDENCE_ROWS, INDEPENDENCE_CELL_BUDGET // max(n_pairs, 1), len(frame))
+    if max_rows < INDEPENDENCE_MIN_ROWS:
+        return None
     if len(frame) > max_rows:
         positions = np.sort(np.random.default_rng(seed).choice(len(frame), max_rows,
                                                                replace=False))
@@ -530,10 +567,23 @@ def independent_columns(spec: FeatureSpec, frame: pd.DataFrame,
         if rejected.any():
             dependent[i] = True
             dependent[i + 1:] |= rejected
+    if n_numeric >= 2:
+        # Numeric columns come first in the spec: their codes are ordered bins, so the
+        # correlation of the codes is a rank correlation (with ties); under independence
+        # sqrt(n) * r is close to standard normal.
+        ranks = codes[:, :n_numeric].astype(np.float64)
+        ranks -= ranks.mean(axis=0)
+        spread = np.sqrt((ranks ** 2).sum(axis=0))
+        spread[spread == 0] = np.inf  # a constant column correlates with nothing
+        correlation = (ranks.T @ ranks) / np.outer(spread, spread)
+        p_values = 2.0 * ndtr(-np.abs(correlation) * np.sqrt(n_rows))
+        np.fill_diagonal(p_values, 1.0)
+        dependent[:n_numeric] |= (p_values < threshold).any(axis=1)
     if dependent.sum() < 2:
-        return [], threshold
+        return IndependenceScreen([], threshold, n_rows)
     kept = dependent | untested
-    return [name for name, keep in zip(names, kept, strict=True) if not keep], threshold
+    return IndependenceScreen(
+        [name for name, keep in zip(names, kept, strict=True) if not keep], threshold, n_rows)
 
 
 def _column_codes(spec: FeatureSpec, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
@@ -726,6 +776,8 @@ def _fit_categorical(
         present_share = len(non_null) / n_rows
         if MIN_LEVEL_SHARE <= present_share <= 1 - MIN_LEVEL_SHARE:
             # one value or missing: whether it is filled in may matter (e.g. a coupon code)
+            if str(counts.index[0]) == MISSING_LEVEL:  # the text "missing" and missing values
+                return DroppedColumn(column, "single value")
             return CategoricalFeature(column, [str(counts.index[0]), MISSING_LEVEL])
         return DroppedColumn(column, "single value")
     if len(counts) > 50 and len(counts) / len(non_null) > NEAR_UNIQUE_RATIO:
