@@ -43,6 +43,7 @@ __all__ = [
     "DEFAULT_MAX_SHAP_ROWS",
     "DEFAULT_MAX_TRAIN_ROWS",
     "DEFAULT_SEED",
+    "EARLY_STOPPING_MIN_DELTA",
     "EARLY_STOPPING_ROUNDS",
     "HOLDOUT_FRACTION",
     "LEARNING_RATE",
@@ -83,7 +84,14 @@ MIN_ROWS_PER_CLUSTER: Final = 50
 MAX_DEPTH: Final = 5
 LEARNING_RATE: Final = 0.3
 MAX_ROUNDS: Final = 200
+# Boosting stops once the validation log-loss has not improved by EARLY_STOPPING_MIN_DELTA
+# over EARLY_STOPPING_ROUNDS rounds. Without the tolerance, well separated clusters kept
+# shaving 1e-5 off a log-loss near 0 until MAX_ROUNDS (the 50,000 x 30 table: 200 rounds,
+# 1.2 s); with it, 31 rounds, 0.55 s, the same fidelity, importance and per-cluster SHAP
+# ranking (benchmarks/explain_check.py). The loss still sees a tiny cluster being learnt
+# (tests/test_explain.py), which a stop on the error rate did not.
 EARLY_STOPPING_ROUNDS: Final = 10
+EARLY_STOPPING_MIN_DELTA: Final = 1e-3
 # An explicit scalar intercept instead of XGBoost's fitted one. Since XGBoost 3.1
 # a multiclass model fits one intercept per class and stores ``base_score`` as a
 # vector; shap's own model parser (0.51) keeps only its first element, so every
@@ -496,12 +504,16 @@ def _fit_surrogate(
     if valid_idx.size:
         evals = [(_dmatrix(features, valid_idx, booster_names, labels[valid_idx]), "valid")]
         early_stopping = EARLY_STOPPING_ROUNDS
+    callbacks = []
+    if early_stopping is not None:
+        callbacks.append(xgb.callback.EarlyStopping(rounds=early_stopping,
+                                                    min_delta=EARLY_STOPPING_MIN_DELTA))
     booster = xgb.train(
         params,
         dtrain,
         num_boost_round=MAX_ROUNDS,
         evals=evals,
-        early_stopping_rounds=early_stopping,
+        callbacks=callbacks,
         verbose_eval=False,
     )
     if early_stopping is not None:
