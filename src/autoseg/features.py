@@ -609,9 +609,10 @@ def _column_codes(spec: FeatureSpec, frame: pd.DataFrame) -> tuple[np.ndarray, n
     for j, column in enumerate(columns):
         # Dense codes 0..m-1: a bin or level no row of this draw holds would be an empty
         # row of the contingency table.
-        present, dense = np.unique(column, return_inverse=True)
-        codes[:, j] = dense
-        levels[j] = present.size
+        # (Through a presence table, not np.unique: no sort of every column.)
+        present = np.bincount(column) > 0
+        codes[:, j] = (np.cumsum(present) - 1)[column]
+        levels[j] = int(present.sum())
     return codes, levels
 
 
