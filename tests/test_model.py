@@ -7,6 +7,7 @@ import json
 import os
 import re
 import stat
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +17,13 @@ import pytest
 
 from autoseg.errors import OutputError
 from autoseg.features import fit_features
-from autoseg.model import ModelNotFound, ModelUnreadable, SegmentationModel
+from autoseg.model import (
+    STALE_STAGING_SECONDS,
+    ModelNotFound,
+    ModelUnreadable,
+    SegmentationModel,
+    remove_stale_staging,
+)
 
 
 def _model(k: int) -> SegmentationModel:
@@ -122,6 +129,32 @@ def test_kill_between_the_two_renames_keeps_the_previous_model(tmp_path: Path) -
     _model(4).stage(directory).commit()  # puts the previous model back first, then swaps
     assert SegmentationModel.load(directory, "m").k == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+def test_staging_left_by_a_killed_run_is_removed_by_the_next_save(tmp_path: Path) -> None:
+    directory = tmp_path / "m"
+    _model(3).save(directory)
+    # What kill -9 during staging leaves: a hidden staging folder, here two hours old.
+    killed = _model(4).stage(directory).staging
+    two_hours_ago = time.time() - 2 * STALE_STAGING_SECONDS
+    os.utime(killed, (two_hours_ago, two_hours_ago))
+    live = _model(5).stage(directory)  # a run staging right now: young, kept
+    # Not staging folders of this model: another model's (".x.abcd.old" has an 8-character
+    # tail after ".x." but is no mkdtemp name).
+    for name in (".x.abcd.old", ".mm.abcdefgh"):
+        (tmp_path / name).mkdir()
+        os.utime(tmp_path / name, (two_hours_ago, two_hours_ago))
+    _model(6).save(directory)
+    names = {p.name for p in tmp_path.iterdir()}
+    assert killed.name not in names
+    assert live.staging.exists()
+    assert {".x.abcd.old", ".mm.abcdefgh"} <= names
+    assert SegmentationModel.load(directory, "m").k == 6
+    # The previous model a killed commit left is never staging to remove, however old.
+    (tmp_path / ".m.old").mkdir()
+    os.utime(tmp_path / ".m.old", (two_hours_ago, two_hours_ago))
+    assert remove_stale_staging(directory) == []
+    assert (tmp_path / ".m.old").exists()
 
 
 def test_kill_during_the_cleanup_leaves_the_new_model(tmp_path: Path) -> None:

@@ -7,6 +7,8 @@ is written beside the old one (every file fsynced, mode 0644, the folder 0755) a
 by two renames. A ``kill -9`` between those renames leaves the previous model as
 ``.<model_name>.old`` and no ``<model_name>``; :meth:`SegmentationModel.load` reads it from
 there and the next commit puts it back first, so a saved model is never half old, half new.
+A ``kill -9`` while a run stages leaves a hidden ``.<model_name>.<random>`` folder; the next
+save of that model removes such folders once they are an hour old.
 
 A model that does not exist (:class:`ModelNotFound`) and one that exists but cannot be read
 (:class:`ModelUnreadable`: corrupt, truncated, unreadable or of another format version) are
@@ -18,9 +20,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,8 +40,16 @@ from autoseg.errors import OutputError, UsageError
 from autoseg.features import FeatureSpec
 from autoseg.reduce import Projection
 
+log = logging.getLogger(__name__)
+
 FORMAT_VERSION = 1
 MODEL_FILES = ("model.json", "arrays.npz")
+# A staging folder this old was left by a run that was killed (kill -9, a node lost) while it
+# staged: a live run stages its model in seconds, just before it commits.
+STALE_STAGING_SECONDS = 3600
+# What tempfile.mkdtemp appends to the ".<model_name>." prefix (never ".old", which holds the
+# previous model during a commit and may be the only copy of it).
+_STAGING_SUFFIX = re.compile(r"^[a-z0-9_]{8}$")
 
 
 class ModelNotFound(UsageError):
@@ -94,6 +107,7 @@ class SegmentationModel:
         """
         directory = Path(directory)
         make_directory(directory.parent)
+        remove_stale_staging(directory)
         try:
             staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
         except OSError as exc:
@@ -282,6 +296,43 @@ class StagedModel:
     def discard(self) -> None:
         """Forget the staged files (the run failed): the previous model stays as it was."""
         shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def remove_stale_staging(directory: Path, now: float | None = None) -> list[Path]:
+    """Remove the staging folders of ``directory``'s model that killed runs left behind.
+
+    Only hidden ``.<model_name>.<8 characters>`` folders beside ``directory`` that are older
+    than ``STALE_STAGING_SECONDS`` go; the previous model kept during a commit
+    (``.<model_name>.old``) and a live run's staging folder are never touched. Best effort: a
+    folder that cannot be removed stays.
+
+    Returns
+    -------
+    list of pathlib.Path
+        The folders removed.
+    """
+    prefix = f".{directory.name}."
+    limit = (time.time() if now is None else now) - STALE_STAGING_SECONDS
+    removed: list[Path] = []
+    try:
+        candidates = list(directory.parent.iterdir())
+    except OSError:
+        return removed
+    for path in candidates:
+        name = path.name
+        if not (name.startswith(prefix) and _STAGING_SUFFIX.match(name[len(prefix):])):
+            continue
+        try:
+            if not path.is_dir() or path.is_symlink() or path.stat().st_mtime > limit:
+                continue
+            shutil.rmtree(path)
+        except OSError:
+            continue
+        removed.append(path)
+    if removed:
+        log.info("removed %d staging folder(s) of model %r left by killed runs",
+                 len(removed), directory.name)
+    return removed
 
 
 def data_fingerprint(frame: pd.DataFrame, max_rows: int = 10_000) -> dict[str, Any]:
